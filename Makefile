@@ -1,0 +1,49 @@
+# zooserve: `make serve` to run, `make test` to check.  Everything installs from this repo's files.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 3000
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: install export serve test test-fast lint tools lock loadtest bench image image-test chart-check clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "zooserve needs Python 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[export,gpu,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Export the default zoo into the BentoML model store; only what is missing is exported.
+export: install
+	$(BIN)/zoo export --all --if-missing
+
+# Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground.
+serve: export
+	exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-0.0.0.0} --port $(PORT)
+
+# System tools the tests drive: promtool (Debian's prometheus).  Installed only when missing.
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool is missing: install Debian's prometheus package" >&2; exit 1; fi; }
+
+test: install tools
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check zoo exporters services loadtests tests
+
+# Re-pin every dependency after changing pyproject.toml.
+lock:
+	rm -rf /tmp/zooserve-lock && $(PYTHON) -m venv /tmp/zooserve-lock
+	/tmp/zooserve-lock/bin/pip install --quiet -e '.[export,gpu,dev]'
+	{ echo "# Every package of '.[export,gpu,dev]' pinned exactly; make installs with -c constraints.txt."; \
+	  echo "# Regenerate: make lock"; /tmp/zooserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; \
+	  echo "setuptools==84.2.1"; echo "pip==23.2.1"; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) build results *.egg-info

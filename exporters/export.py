@@ -1,0 +1,125 @@
+"""Export a zoo model into the BentoML model store: onnx, tensorrt (from the onnx) or torch."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from exporters import store
+from zoo import create
+from zoo.api import Plugin
+
+Format = Literal["onnx", "tensorrt", "torch"]
+Precision = Literal["fp32", "fp16"]
+FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
+WEIGHTS_FILE = "weights.safetensors"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    artifact: store.Artifact
+    created: bool  # False when the same content was already in the store
+    seconds: float
+
+
+def identity(plugin: Plugin[Any], fmt: Format, precision: Precision) -> dict[str, Any]:
+    """Everything that decides an artifact's bytes; its hash is the artifact's version."""
+    ident: dict[str, Any] = {
+        "model": plugin.name,
+        "format": fmt,
+        "precision": precision,
+        "config": plugin.config_dict(),
+        "spec": plugin.spec.fingerprint(),
+        "weights": plugin.weights_id(),
+        "libraries": store.library_versions("torch", "torchvision", "transformers", "onnx", "onnxscript"),
+    }
+    if fmt == "tensorrt":
+        from exporters.tensorrt import engine_identity
+
+        ident["engine"] = engine_identity()
+    return ident
+
+
+def export(
+    name: str,
+    fmt: Format = "onnx",
+    weights: str | Path | None = None,
+    precision: Precision = "fp32",
+    overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Progress = print,
+) -> ExportResult:
+    """Export `name` unless an artifact of the same content is stored already."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32 or fp16")
+    if precision == "fp16" and fmt == "onnx":
+        raise ValueError("fp16 applies to TensorRT engines (and torch on CUDA at serving); ONNX stays fp32")
+    plugin = create(name, weights=weights, **dict(overrides or {}))
+    started = time.perf_counter()
+    ident = identity(plugin, fmt, precision)
+    target = store.store_name(name, fmt, precision)
+    version = store.content_key(ident)
+    existing = store.find(target, version)
+    if existing is not None and not force:
+        progress(f"{name}: {existing.tag} is already in the model store")
+        return ExportResult(existing, created=False, seconds=0.0)
+
+    with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
+        work = Path(tmp)
+        parity = _build(plugin, fmt, precision, work, progress, dict(overrides or {}))
+        seconds = round(time.perf_counter() - started, 2)
+        meta = {
+            **ident,
+            "zoo_model": name,
+            "spec": plugin.spec.to_dict(),
+            "spec_fingerprint": ident["spec"],
+            "opset": plugin.spec.opset,
+            "parity": parity,
+            "export_seconds": seconds,
+            "versions": store.library_versions("zooserve", "onnxruntime", *ident["libraries"]),
+        }
+        labels = {"zoo-model": name, "format": fmt, "precision": precision}
+        if store.find(target, version) is not None:  # a forced re-export replaces the old copy
+            import bentoml
+
+            bentoml.models.delete(f"{target}:{version}")
+        artifact = store.save(target, version, work, meta, labels)
+    progress(f"{name}: saved {artifact.tag} in {seconds:.1f} s")
+    return ExportResult(artifact, created=True, seconds=seconds)
+
+
+def _build(
+    plugin: Plugin[Any], fmt: Format, precision: Precision, work: Path, progress: Progress, overrides: dict[str, Any]
+) -> Any:
+    if fmt == "onnx":
+        from exporters.onnx import export_onnx
+
+        report = export_onnx(plugin, work, progress)
+        progress(f"{plugin.name}: parity max abs {report.max_abs:.3g}, max rel {report.max_rel:.3g}")
+        return report.to_dict()
+    if fmt == "torch":
+        from safetensors.torch import save_file
+
+        plugin.write_assets(work)
+        module = plugin.build()
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / WEIGHTS_FILE))
+        return None
+    from exporters.tensorrt import build_engine
+
+    # Engines are built from the ONNX artifact of the same weights and config.
+    onnx = export(plugin.name, "onnx", plugin.weights, "fp32", overrides, progress=progress)
+    return build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()
+
+
+def export_all(fmt: Format = "onnx", progress: Progress = print) -> list[ExportResult]:
+    """Every registered model with its defaults: what `make serve` needs."""
+    from zoo import list_models
+
+    return [export(name, fmt, progress=progress) for name in list_models()]

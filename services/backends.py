@@ -1,0 +1,104 @@
+"""Backends: named arrays in, named arrays out (polygraphy's runners).
+
+ONNX Runtime is the default and never imports torch.  The torch backend builds the plugin's
+module (CUDA and fp16 where asked); TensorRT runs engines from exporters/tensorrt.py.
+The exporters use the same runners for their parity checks, so parity is measured on the
+code that serves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from zoo.api import Batch, ExportSpec
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend or device that this machine cannot provide; the message says what is missing."""
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def run(self, feeds: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
+
+
+def cpu_threads() -> int:
+    """The cores this process may use (cgroup/affinity aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OrtBackend:
+    """An ONNX Runtime session; CUDA when asked and the CUDA provider is installed."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # One batch runs at a time per model, so all cores go to the operators of that batch.
+        options.intra_op_num_threads = threads or cpu_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable(
+                    "ZOOSERVE_DEVICE=cuda needs onnxruntime-gpu; this onnxruntime has only "
+                    + ", ".join(ort.get_available_providers())
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.device = device
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs else self.output_names
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+
+class TorchBackend:
+    """The plugin's eager torch module; on CUDA optionally in fp16 (outputs come back float32)."""
+
+    name = "torch"
+
+    def __init__(self, module: Any, spec: ExportSpec, device: str = "cpu", fp16: bool = False) -> None:
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("ZOOSERVE_DEVICE=cuda but torch sees no CUDA device")
+        self._torch = torch
+        self.device = device
+        self.spec = spec
+        self.fp16 = fp16 and device == "cuda"
+        module = module.to(device).eval()
+        self.module = module.half() if self.fp16 else module
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads())
+
+    def run(self, feeds: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        torch = self._torch
+        tensors = []
+        for spec in self.spec.inputs:
+            tensor = torch.from_numpy(np.ascontiguousarray(feeds[spec.name])).to(self.device, non_blocking=True)
+            if self.fp16 and tensor.is_floating_point():
+                tensor = tensor.half()
+            tensors.append(tensor)
+        with torch.inference_mode():
+            result = self.module(*tensors)
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        named = dict(zip(self.spec.output_names, result, strict=True))
+        wanted = list(outputs) if outputs else self.spec.output_names
+        return {name: named[name].float().cpu().numpy() for name in wanted}

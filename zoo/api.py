@@ -1,0 +1,238 @@
+"""The contract every zoo plugin fulfils: typed export specs, a plugin base class, a numpy processor.
+
+Three layers never mix: wire codecs (services) turn requests into domain items; a plugin's
+`Processor` turns items into named arrays and arrays back into results; backends run named
+arrays.  Nothing in this module imports torch, so serving can load every plugin without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is an export-time dependency only
+    import torch
+
+Dim = int | str  # a str names a dynamic axis ("batch", "sequence")
+Row = dict[str, np.ndarray]  # one item's named arrays, without the batch axis
+Batch = dict[str, np.ndarray]  # named arrays with the batch axis first
+
+Task = Literal["classify", "sentiment", "embed", "generate"]
+ExporterKind = Literal["dynamo", "torchscript"]
+
+BATCH = "batch"
+SEQUENCE = "sequence"
+
+
+class BadInput(ValueError):
+    """An item a processor cannot accept; the message says what is wrong with it."""
+
+
+class WeightsMismatch(ValueError):
+    """A weights file that does not fit the architecture; the message names keys or shapes."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of an exported model."""
+
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+    shape: tuple[Dim, ...]
+    pad_value: float = 0  # used when rows of different lengths are batched
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete(self, **sizes: int) -> tuple[int, ...]:
+        """The shape with each named axis replaced by `sizes[name]`."""
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """A TensorRT optimization profile entry for one input."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How a plugin exports: data, in the spirit of optimum's OnnxConfig."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int = 18
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    exporter: ExporterKind = "dynamo"
+    trt_profile: Mapping[str, ShapeRange] = field(default_factory=dict)
+    fp16_atol: float = 5e-2  # TensorRT fp16 against ONNX Runtime fp32
+    parity_batch_sizes: tuple[int, ...] = (1, 2, 5)
+    max_sequence: int = 0  # 0: no sequence axis
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {t.name: t.dynamic_axes for t in (*self.inputs, *self.outputs)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _by_name(specs: Sequence[TensorSpec], name: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no tensor named {name!r}; known: {', '.join(s.name for s in specs)}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def collate(rows: Sequence[Row], spec: ExportSpec) -> Batch:
+    """Stack rows into a batch, padding dynamic non-batch axes to the longest row.
+
+    Padding is per batch: a batch of short texts stays short.
+    """
+    batch: Batch = {}
+    for tensor in spec.inputs:
+        arrays = [row[tensor.name] for row in rows]
+        dtype = np.dtype(tensor.dtype)
+        first = arrays[0].shape
+        if all(a.shape == first for a in arrays):
+            batch[tensor.name] = np.stack(arrays).astype(dtype, copy=False)
+            continue
+        longest = tuple(max(sizes) for sizes in zip(*(a.shape for a in arrays), strict=True))
+        out = np.full((len(arrays), *longest), tensor.pad_value, dtype=dtype)
+        for i, a in enumerate(arrays):
+            out[(i, *(slice(0, n) for n in a.shape))] = a
+        batch[tensor.name] = out
+    return batch
+
+
+def split(outputs: Batch, count: int) -> list[Row]:
+    """The inverse of `collate` for outputs: one row of every output per item."""
+    return [{name: array[i] for name, array in outputs.items()} for i in range(count)]
+
+
+class Processor(ABC):
+    """Serving-side processing of one plugin: numpy, Pillow and tokenizers only."""
+
+    @abstractmethod
+    def preprocess(self, item: Any) -> Row:
+        """A domain item (image bytes, text, seed) to its named input arrays; raises BadInput."""
+
+    @abstractmethod
+    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
+        """One item's output arrays to a JSON-able result for `task`."""
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+class Plugin(ABC, Generic[ConfigT]):
+    """A zoo model: how to build, load, export and process it.
+
+    A plugin instance is bound to a config and, optionally, a local weights path.  The
+    config may be completed from the weights (a Hugging Face checkpoint's config.json),
+    so that the export spec always describes the real tensors.
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[Task, ...]]
+    Config: ClassVar[type]
+    test_overrides: ClassVar[Mapping[str, Any]] = {}  # small sizes for fast tests
+
+    def __init__(self, config: ConfigT | None = None, weights: str | Path | None = None) -> None:
+        self.weights = Path(weights) if weights is not None else None
+        if self.weights is not None and not self.weights.exists():
+            raise FileNotFoundError(f"weights not found: {self.weights}")
+        base = config if config is not None else self.Config()
+        self.config: ConfigT = self.config_from_weights(base, self.weights)
+
+    # -- configuration ----------------------------------------------------------------
+    def config_from_weights(self, config: ConfigT, weights: Path | None) -> ConfigT:
+        """Complete the config from checkpoint metadata; most plugins need nothing."""
+        return config
+
+    def config_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self.config))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_config_dict(cls, values: Mapping[str, Any]) -> Plugin[Any]:
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+        return cls(cls.Config(**kwargs))
+
+    @property
+    @abstractmethod
+    def spec(self) -> ExportSpec:
+        """The export spec for this config."""
+
+    # -- export time (may import torch) ------------------------------------------------
+    @abstractmethod
+    def build(self) -> torch.nn.Module:
+        """The torch module in eval mode: deterministic random init, or the bound weights."""
+
+    def write_assets(self, dest: Path) -> None:
+        """Write what the processor needs next to the exported model (vocab, labels)."""
+
+    # -- serving time (numpy only) -----------------------------------------------------
+    @abstractmethod
+    def processor(self, assets: Path) -> Processor:
+        """The processor reading the assets that `write_assets` wrote."""
+
+    @abstractmethod
+    def example_items(self) -> list[Any]:
+        """A few domain items, for parity checks, warm-up and tests."""
+
+    def weights_id(self) -> str:
+        """Content identity of the weights: a hash of the files, or the random-init rule."""
+        if self.weights is None:
+            return "random-init:seed=0"
+        return "sha256:" + hash_path(self.weights)
+
+
+def hash_path(path: Path) -> str:
+    """sha256 over a file, or over every file of a folder with its relative name."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

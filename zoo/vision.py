@@ -1,0 +1,205 @@
+"""Image classification shared by the torchvision plugins: decode, preset, top-k, base plugin.
+
+Preprocessing belongs to the weights (torchvision's rule), so the preset lives in the
+config and travels with the exported artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from zoo.api import BATCH, BadInput, ExportSpec, Plugin, Processor, Row, ShapeRange, Task, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
+DEFAULT_MAX_PIXELS = 40_000_000
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+# Decompression bombs are refused by our own pixel limit, before Pillow decodes anything.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Encoded JPEG/PNG bytes to an RGB image, checking the size from the header first."""
+    if not data:
+        raise BadInput("empty image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception:
+        raise BadInput("not a JPEG or PNG image") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise BadInput(f"unsupported image format {image.format}; send JPEG or PNG")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadInput(
+            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
+            f"the limit is {max_pixels / 1e6:g}"
+        )
+    try:
+        image.load()
+    except Exception:
+        raise BadInput("truncated or corrupt image data") from None
+    image = ImageOps.exif_transpose(image)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImagePreset:
+    """torchvision's `ImageClassification` eval preset, on Pillow and numpy."""
+
+    resize: int = 232
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        # torchvision: the short side becomes `resize`, the long side int(resize * long / short)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if size != image.size:
+            image = image.resize(size, _RESAMPLE[self.interpolation])
+        left = int(round((size[0] - self.crop) / 2.0))
+        top = int(round((size[1] - self.crop) / 2.0))
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+@cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet category names, as torchvision ships them."""
+    text = resources.files("zoo").joinpath("data/imagenet_classes.txt").read_text()
+    return tuple(text.splitlines())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, labels: tuple[str, ...], k: int) -> list[dict[str, Any]]:
+    """The k most probable labels of one row of logits, with softmax scores."""
+    probs = softmax(logits)
+    k = max(1, min(k, probs.shape[-1]))
+    best = np.argsort(-probs, kind="stable")[:k]
+    return [{"label": labels[i], "score": float(probs[i])} for i in best]
+
+
+class ImageProcessor(Processor):
+    def __init__(self, preset: ImagePreset, labels: tuple[str, ...], max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.preset = preset
+        self.labels = labels
+        self.max_pixels = max_pixels
+
+    def preprocess(self, item: Any) -> Row:
+        image = item if isinstance(item, Image.Image) else decode_image(item, self.max_pixels)
+        return {"pixel_values": self.preset(image)}
+
+    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
+        return top_k(row["logits"], self.labels, int(options.get("top_k", 5)))
+
+
+@dataclass(frozen=True)
+class ImageClassifierConfig:
+    num_classes: int = 1000
+    resize: int = 232
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    max_batch: int = 64  # the largest batch a TensorRT profile accepts
+
+    @property
+    def preset(self) -> ImagePreset:
+        return ImagePreset(self.resize, self.crop, self.interpolation, self.mean, self.std)
+
+
+def classifier_config(**defaults: Any) -> type[ImageClassifierConfig]:
+    """An `ImageClassifierConfig` whose defaults are one set of weights' preset."""
+    fields = [
+        (f.name, f.type, dataclasses.field(default=defaults.pop(f.name, f.default)))
+        for f in dataclasses.fields(ImageClassifierConfig)
+    ]
+    if defaults:
+        raise TypeError(f"unknown config fields: {sorted(defaults)}")
+    return dataclasses.make_dataclass("Config", fields, bases=(ImageClassifierConfig,), frozen=True)
+
+
+class ImageClassifier(Plugin[ImageClassifierConfig]):
+    """A torchvision classifier: subclasses name the architecture and its preset."""
+
+    tasks: ClassVar[tuple[Task, ...]] = ("classify",)
+    Config: ClassVar[type] = ImageClassifierConfig
+    architecture: ClassVar[str]  # the torchvision builder, e.g. "resnet50"
+    test_overrides: ClassVar[Mapping[str, Any]] = {"num_classes": 10}
+
+    @property
+    def spec(self) -> ExportSpec:
+        c = self.config
+        side = c.crop
+        return ExportSpec(
+            inputs=(TensorSpec("pixel_values", "float32", (BATCH, 3, side, side)),),
+            outputs=(TensorSpec("logits", "float32", (BATCH, c.num_classes)),),
+            atol=1e-3,
+            rtol=1e-3,
+            exporter="dynamo",  # convolutions export cleanly through torch.export
+            trt_profile={
+                "pixel_values": ShapeRange((1, 3, side, side), (8, 3, side, side), (c.max_batch, 3, side, side))
+            },
+        )
+
+    def build(self) -> torch.nn.Module:
+        import torchvision
+
+        from zoo.weights import load_file_into, seeded
+
+        seeded()
+        module = getattr(torchvision.models, self.architecture)(weights=None, num_classes=self.config.num_classes)
+        if self.weights is not None:
+            load_file_into(module, self.weights)
+        return module.eval()
+
+    def labels(self) -> tuple[str, ...]:
+        if self.config.num_classes == 1000:
+            return imagenet_labels()
+        return tuple(f"class_{i}" for i in range(self.config.num_classes))
+
+    def write_assets(self, dest: Path) -> None:
+        (dest / "labels.json").write_text(json.dumps(list(self.labels())))
+
+    def processor(self, assets: Path) -> Processor:
+        labels = tuple(json.loads((assets / "labels.json").read_text()))
+        return ImageProcessor(self.config.preset, labels)
+
+    def example_items(self) -> list[Any]:
+        return [example_image(640, 480, "JPEG"), example_image(300, 500, "PNG"), example_image(224, 224, "JPEG")]
+
+
+def example_image(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A deterministic test picture: gradients with noise, encoded as `fmt`."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / max(width - 1, 1), y * 255 / max(height - 1, 1), (x + y) % 256], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    options = {"quality": 90} if fmt == "JPEG" else {}
+    Image.fromarray(pixels, "RGB").save(out, format=fmt, **options)
+    return out.getvalue()
