@@ -1,0 +1,161 @@
+"""One dynamic batcher per model: the single path every protocol feeds.
+
+Rows (items) from any number of requests queue up; a loop takes up to `max_batch_size`
+rows, waiting at most `max_queue_delay_ms` after the oldest arrived, and runs the batch in
+the model's own thread so the event loop keeps serving HTTP and gRPC.  One batch computes
+at a time per model: while it does, the next one fills, which is what makes batches form
+under load.  A request of several rows may span batches and is reassembled in order.
+
+Admission is bounded in rows (429 beyond `max_queue_size`), each request has a deadline
+(504), a cancelled request's waiting rows are dropped, and a failing batch fails only the
+requests that had rows in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from services.config import Batching
+from services.metrics import ModelMetrics
+from zoo.api import Row
+
+RunBatch = Callable[[list[Row]], list[Row]]
+
+
+class Overloaded(Exception):
+    """The queue is full; retry after `retry_after` seconds."""
+
+    def __init__(self, model: str, queued: int, limit: int, retry_after: float) -> None:
+        super().__init__(f"{model} is overloaded: {queued} rows queued, limit {limit}; retry later")
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(Exception):
+    """The request did not finish within its timeout."""
+
+
+class Closed(Exception):
+    """The batcher is shutting down."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    row: Row
+    future: asyncio.Future[Row]
+    enqueued: float
+
+
+class Batcher:
+    def __init__(self, name: str, run: RunBatch, config: Batching, metrics: ModelMetrics) -> None:
+        self.name = name
+        self.config = config
+        self.metrics = metrics
+        self._run = run
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._batch_seconds = 0.05  # running estimate, for Retry-After
+
+    @property
+    def queued_rows(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def close(self) -> None:
+        """Finish the rows already accepted, then stop."""
+        self._closed = True
+        while self._queue:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
+        """Queue `rows` together and return their outputs in order."""
+        if self._closed:
+            raise Closed(f"{self.name} is shutting down")
+        limit = self.config.max_queue_size
+        if len(self._queue) + len(rows) > limit:
+            batches_ahead = len(self._queue) / self.config.max_batch_size + 1
+            raise Overloaded(self.name, len(self._queue), limit, max(1.0, batches_ahead * self._batch_seconds))
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        pending = [_Pending(row, loop.create_future(), now) for row in rows]
+        self._queue.extend(pending)
+        self.metrics.queue_rows.set(len(self._queue))
+        self._arrived.set()
+        futures = [p.future for p in pending]
+        try:
+            return await asyncio.wait_for(asyncio.gather(*futures), timeout or self.config.timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"{self.name} did not answer within {timeout or self.config.timeout_s:g} s"
+            ) from None
+        finally:
+            for future in futures:  # rows still queued are skipped by the loop
+                future.cancel()
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._queue and len(batch) < self.config.max_batch_size:
+            item = self._queue.popleft()
+            if not item.future.done():
+                batch.append(item)
+        self.metrics.queue_rows.set(len(self._queue))
+        return batch
+
+    def _drop_cancelled_head(self) -> None:
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.max_queue_delay_ms / 1000.0
+        while True:
+            self._drop_cancelled_head()
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            deadline = self._queue[0].enqueued + delay
+            while len(self._queue) < self.config.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            for item in batch:
+                self.metrics.queue_wait.observe(started - item.enqueued)
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
+            except Exception as exc:  # only this batch's requests fail
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
+            self.metrics.compute.observe(elapsed)
+            self.metrics.batches.inc()
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.rows.inc(len(batch))
+            for item, output in zip(batch, outputs, strict=True):
+                if not item.future.done():
+                    item.future.set_result(output)

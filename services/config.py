@@ -1,0 +1,132 @@
+"""Settings from ZOOSERVE_* variables and an optional YAML file (ZOOSERVE_CONFIG).
+
+The YAML file holds per-model batching knobs and request limits:
+
+    defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
+    models:
+      resnet50: {max_batch_size: 16}
+      bert: {max_queue_size: 64, version: 3f2c...}   # pin a model-store version
+    limits: {max_items: 64, max_body_bytes: 16777216}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEVICES = ("cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """One model's dynamic batcher (Triton's dynamic_batching, in rows)."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0  # how long the first row of a batch may wait for company
+    max_queue_size: int = 256  # rows waiting; beyond it requests are rejected at once (429)
+    timeout_s: float = 30.0  # per request, queue and compute together (504)
+    version: str = "latest"  # the model-store version to serve
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError("max_batch_size must be at least 1")
+        if self.max_queue_delay_ms < 0 or self.timeout_s <= 0:
+            raise ConfigError("max_queue_delay_ms must be >= 0 and timeout_s > 0")
+        if self.max_queue_size < self.max_batch_size:
+            raise ConfigError("max_queue_size must be at least max_batch_size")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int = 64  # items per task request
+    max_pixels: int = 40_000_000  # per decoded image
+    max_body_bytes: int = 16 << 20  # task endpoints (413 beyond)
+    max_text_chars: int = 100_000
+    max_count: int = 64  # /generate count
+    max_v2_body_bytes: int = 64 << 20  # KServe v2 over HTTP and gRPC
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...]
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    grpc_port: int = 8001
+    grpc_host: str = "0.0.0.0"
+    fp16: bool = True  # torch on CUDA
+    warmup_s: float = 60.0  # bound on the warm-up of each model
+    batching: Mapping[str, Batching] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+    def for_model(self, name: str) -> Batching:
+        return self.batching.get(name, Batching())
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (and ZOOSERVE_CONFIG's YAML)."""
+    from zoo import list_models
+
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path := env.get("ZOOSERVE_CONFIG"):
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"ZOOSERVE_CONFIG={path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"ZOOSERVE_CONFIG={path}: expected a mapping at the top level")
+    known = list_models()
+    models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip()) or tuple(known)
+    for name in models:
+        if name not in known:
+            raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}")
+    backend = env.get("ZOOSERVE_BACKEND", data.get("backend", "onnxruntime"))
+    device = env.get("ZOOSERVE_DEVICE", data.get("device", "cpu"))
+    if backend not in BACKENDS:
+        raise ConfigError(f"ZOOSERVE_BACKEND={backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise ConfigError(f"ZOOSERVE_DEVICE={device!r}; choose one of {', '.join(DEVICES)}")
+    if backend == "tensorrt" and device != "cuda":
+        raise ConfigError("ZOOSERVE_BACKEND=tensorrt needs ZOOSERVE_DEVICE=cuda")
+    defaults = dict(data.get("defaults") or {})
+    per_model = data.get("models") or {}
+    batching = {
+        name: _build(Batching, {**defaults, **(per_model.get(name) or {})}, f"models.{name}") for name in models
+    }
+    try:
+        grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
+    except ValueError:
+        raise ConfigError("ZOOSERVE_GRPC_PORT must be an integer") from None
+    return Settings(
+        models=models,
+        backend=backend,
+        device=device,
+        grpc_port=grpc_port,
+        grpc_host=env.get("ZOOSERVE_GRPC_HOST", data.get("grpc_host", "0.0.0.0")),
+        fp16=str(env.get("ZOOSERVE_FP16", data.get("fp16", True))).lower() not in ("0", "false", "no"),
+        warmup_s=float(data.get("warmup_s", 60.0)),
+        batching=batching,
+        limits=_build(Limits, data.get("limits") or {}, "limits"),
+    )

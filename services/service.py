@@ -1,0 +1,47 @@
+"""The BentoML service: `bentoml serve` (see bentofile.yaml) runs this in each worker.
+
+Models load in the background after start-up, so /livez answers at once and /readyz turns
+200 when every configured model is loaded and warm.  HTTP task and v2 routes live in the
+mounted FastAPI app; the gRPC server runs in the same event loop and feeds the same batchers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from services.config import load_settings
+from services.health import HealthMiddleware
+from services.http_app import create_app
+from services.runtime import HUB
+
+log = logging.getLogger("zooserve")
+
+http_app = create_app()
+
+
+@bentoml.service(
+    name="zooserve",
+    workers=1,
+    # our batchers bound the queue and time each request; BentoML's limits stay out of the way
+    traffic={"timeout": 600},
+    metrics={"enabled": True, "namespace": "bentoml_service"},
+)
+@bentoml.asgi_app(http_app, path="/")
+class ZooServe:
+    """Serves the model zoo: task endpoints, KServe v2 over HTTP and gRPC, metrics, health."""
+
+    @bentoml.on_startup
+    async def start(self) -> None:
+        settings = load_settings()
+        logging.getLogger("zooserve").setLevel(logging.INFO)
+        log.info("zooserve: models %s on %s/%s", ",".join(settings.models), settings.backend, settings.device)
+        await HUB.start(settings)
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        await HUB.stop()
+
+
+ZooServe.add_asgi_middleware(HealthMiddleware)
