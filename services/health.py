@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from services.runtime import HUB
@@ -22,7 +23,8 @@ class HealthMiddleware:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
         if path == "/livez":
-            await _json(send, 200, {"live": True, "pid": os.getpid()})
+            # torch_imported lets operators (and a test) see that ONNX Runtime serving stays torch-free
+            await _json(send, 200, {"live": True, "pid": os.getpid(), "torch_imported": "torch" in sys.modules})
         elif path == "/readyz":
             body = HUB.readiness()
             await _json(send, 200 if body["ready"] else 503, body)

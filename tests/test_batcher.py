@@ -1,0 +1,168 @@
+"""The dynamic batcher in-process: ordering, splitting, limits, timeouts, cancellation, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from services.batcher import Batcher, DeadlineExceeded, Overloaded
+from services.config import Batching
+from services.metrics import ModelMetrics
+
+
+def rows(*values: int) -> list[dict[str, np.ndarray]]:
+    return [{"x": np.array([v], dtype=np.int64)} for v in values]
+
+
+class Recorder:
+    """A backend that doubles its input and records every batch it saw."""
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        self.gate.wait(10)
+        values = [int(r["x"][0]) for r in batch]
+        self.batches.append(values)
+        time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in values:
+            raise RuntimeError(f"poisoned row {self.fail_on}")
+        return [{"y": r["x"] * 2} for r in batch]
+
+
+def run(test: Callable[[], object]) -> object:
+    return asyncio.run(test())  # type: ignore[arg-type]
+
+
+def make(backend: Recorder, **knobs: float) -> Batcher:
+    config = Batching(**{"max_batch_size": 4, "max_queue_delay_ms": 20, "max_queue_size": 16, **knobs})  # type: ignore[arg-type]
+    batcher = Batcher("test", backend, config, ModelMetrics(("test", "v", "fake")))
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_batches_and_keep_order() -> None:
+    backend = Recorder()
+
+    async def scenario() -> list[list[int]]:
+        batcher = make(backend)
+        results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(8)))
+        await batcher.close()
+        return [[int(r["y"][0]) for r in result] for result in results]
+
+    assert run(scenario) == [[2 * i] for i in range(8)]
+    assert max(len(b) for b in backend.batches) > 1, backend.batches
+    assert all(len(b) <= 4 for b in backend.batches)
+
+
+def test_a_request_larger_than_the_batch_is_split_and_reassembled_in_order() -> None:
+    backend = Recorder()
+
+    async def scenario() -> list[int]:
+        batcher = make(backend)
+        result = await batcher.submit(rows(*range(10)))
+        await batcher.close()
+        return [int(r["y"][0]) for r in result]
+
+    assert run(scenario) == [2 * i for i in range(10)]
+    assert [len(b) for b in backend.batches] == [4, 4, 2]
+
+
+def test_queue_limit_rejects_at_once_with_retry_after() -> None:
+    backend = Recorder()
+    backend.gate.clear()  # the first batch blocks, so the queue fills
+
+    async def scenario() -> tuple[float, list[int]]:
+        batcher = make(backend, max_queue_size=8, max_queue_delay_ms=0)
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.05)  # row 0 is computing; the queue is empty again
+        accepted = asyncio.ensure_future(batcher.submit(rows(*range(1, 9))))
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(rows(99))
+        assert time.perf_counter() - started < 0.05  # at once, not after queueing
+        backend.gate.set()
+        done = await accepted
+        await first
+        await batcher.close()
+        return info.value.retry_after, [int(r["y"][0]) for r in done]
+
+    retry_after, done = run(scenario)  # type: ignore[misc]
+    assert retry_after >= 1
+    assert done == [2 * i for i in range(1, 9)]  # nothing accepted is lost
+
+
+def test_timeout_fails_the_request_and_drops_its_waiting_rows() -> None:
+    backend = Recorder(delay=0.3)
+
+    async def scenario() -> None:
+        batcher = make(backend, max_batch_size=1, max_queue_delay_ms=0, timeout_s=0.1)
+        slow = asyncio.ensure_future(batcher.submit(rows(1), timeout=5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(rows(2), timeout=0.1)
+        await slow
+        await asyncio.sleep(0.4)
+        await batcher.close()
+
+    run(scenario)
+    assert [2] not in backend.batches  # the timed-out row never reached the backend
+
+
+def test_cancelled_request_is_skipped() -> None:
+    backend = Recorder()
+    backend.gate.clear()
+
+    async def scenario() -> list[int]:
+        batcher = make(backend, max_batch_size=1, max_queue_delay_ms=0)
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(batcher.submit(rows(2)))
+        after = asyncio.ensure_future(batcher.submit(rows(3)))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        backend.gate.set()
+        await first
+        result = await after
+        await batcher.close()
+        return [int(r["y"][0]) for r in result]
+
+    assert run(scenario) == [6]
+    assert [2] not in backend.batches
+
+
+def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    backend = Recorder(fail_on=13)
+
+    async def scenario() -> tuple[object, ...]:
+        batcher = make(backend, max_batch_size=2, max_queue_delay_ms=30)
+        results = await asyncio.gather(
+            batcher.submit(rows(12)), batcher.submit(rows(13)), batcher.submit(rows(14)), return_exceptions=True
+        )
+        again = await batcher.submit(rows(15))  # the batcher survives
+        await batcher.close()
+        return (*results, again)
+
+    first, second, third, again = run(scenario)  # type: ignore[misc]
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)  # same batch as row 13
+    assert int(third[0]["y"][0]) == 28  # type: ignore[index]
+    assert int(again[0]["y"][0]) == 30  # type: ignore[index]
+
+
+def test_bad_knobs_are_refused() -> None:
+    from services.config import ConfigError
+
+    with pytest.raises(ConfigError):
+        Batching(max_batch_size=0)
+    with pytest.raises(ConfigError):
+        Batching(max_batch_size=8, max_queue_size=4)
