@@ -52,6 +52,7 @@ class TextRequest(BaseModel):
 class GenerateRequest(BaseModel):
     seeds: list[int] | None = Field(None, description="integers 0..2^32-1; same seed, same image")
     count: int | None = Field(None, ge=1, description="random seeds instead of `seeds` (default 1)")
+    latents: list[list[float]] | None = Field(None, description="latent vectors instead of seeds")
     grid: bool = Field(False, description="answer one PNG grid image (image/png) instead of JSON")
     model: str = "gan_generator"
 
@@ -201,6 +202,18 @@ def texts(items: list[Any], name: str, limits: Limits) -> list[str]:
             raise ApiError(400, "expected a string", f"{name}[{i}]")
         if len(item) > limits.max_text_chars:
             raise ApiError(400, f"text of {len(item)} characters exceeds {limits.max_text_chars}", f"{name}[{i}]")
+        out.append(item)
+    return out
+
+
+def seeds(items: list[Any], multipart: bool) -> list[int]:
+    """Integer seeds; range checks belong to the model (0..2^32-1 for the GAN)."""
+    out = []
+    for i, item in enumerate(items):
+        if multipart and isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ApiError(400, "a seed must be an integer", f"seeds[{i}]")
         out.append(item)
     return out
 

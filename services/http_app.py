@@ -121,29 +121,29 @@ def create_app() -> FastAPI:
     async def embed(request: Request) -> Any:
         return await text_task(request, "embed")
 
-    @task_route("/generate", GenerateRequest, "GAN images (PNG, base64) from seeds, or a PNG grid")
+    @task_route("/generate", GenerateRequest, "GAN images (PNG, base64) from seeds or latents, or a PNG grid")
     async def generate(request: Request) -> Any:
         limits = HUB.settings.limits  # type: ignore[union-attr]
         data, multipart = await codecs.decode_request(request, limits)
         model = codecs.as_model(data, multipart)
         grid = codecs.as_bool(data, "grid", multipart)
-        if data.get("seeds") is not None and data.get("count") is not None:
-            raise ApiError(400, "give seeds or count, not both", "count")
-        if data.get("seeds") is not None:
-            seeds = codecs.item_list(data, "seeds", limits)
-            if multipart:
-                seeds = [int(s) if str(s).strip().isdigit() else s for s in seeds]
+        given = [key for key in ("seeds", "count", "latents") if data.get(key) is not None]
+        if len(given) > 1:
+            raise ApiError(400, f"give one of seeds, count or latents, not {' and '.join(given)}", given[1])
+        if given == ["latents"]:
+            items, field = codecs.item_list(data, "latents", limits), "latents"
+        elif given == ["seeds"]:
+            items, field = codecs.seeds(codecs.item_list(data, "seeds", limits), multipart), "seeds"
         else:
             count = codecs.as_int(data, "count", multipart, 1, 1, limits.max_count)
-            seeds = [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
-        for i, seed in enumerate(seeds):
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise ApiError(400, "a seed must be an integer", f"seeds[{i}]")
+            items, field = [secrets.randbelow(MAX_SEED + 1) for _ in range(count)], "seeds"
         runtime = runtime_for("generate", model)
-        images = await infer(runtime, codecs.TaskRequest(seeds, "seeds", model), "generate")
+        images = await infer(runtime, codecs.TaskRequest(items, field, model), "generate")
         if grid:
             return Response(codecs.grid_png(images), media_type="image/png")
-        results = [{"seed": s, "image": codecs.b64(codecs.png(img))} for s, img in zip(seeds, images, strict=True)]
+        results = [{"image": codecs.b64(codecs.png(image))} for image in images]
+        if field == "seeds":  # the seed makes the image reproducible, so say which it was
+            results = [{"seed": seed, **result} for seed, result in zip(items, results, strict=True)]
         return {"model": runtime.name, "results": results}
 
     return app

@@ -131,11 +131,17 @@ class ModelRuntime:
         items = self.plugin.example_items()
         task = self.tasks[0]
         for size in (1, min(len(items), self.config.max_batch_size)):
-            await self.infer_items(items[:size], task, {}, protocol="warmup", record=False)
+            await self.infer_items(items[:size], task, {}, "warmup", record=False, timeout=self.settings.warmup_s)
 
     # -- the two entry points ------------------------------------------------------------
     async def infer_items(
-        self, items: Sequence[Any], task: Task, options: Mapping[str, Any], protocol: str, record: bool = True
+        self,
+        items: Sequence[Any],
+        task: Task,
+        options: Mapping[str, Any],
+        protocol: str,
+        record: bool = True,
+        timeout: float | None = None,
     ) -> list[Any]:
         """Domain items to task results, one per item, in order."""
         metrics = self._metrics()
@@ -144,7 +150,7 @@ class ModelRuntime:
         try:
             rows = await asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items)
             preprocessed = time.perf_counter()
-            outputs = await self._batcher().submit(rows)
+            outputs = await self._batcher().submit(rows, timeout)
             post_start = time.perf_counter()
             results = [self.processor.postprocess(row, task, options) for row in outputs]
             finished = time.perf_counter()

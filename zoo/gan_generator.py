@@ -87,7 +87,6 @@ class GanGenerator(Plugin[GanConfig]):
         )
 
     def build(self) -> torch.nn.Module:
-        import torch
         from torch import nn
 
         from zoo.weights import load_file_into, seeded
