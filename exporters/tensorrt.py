@@ -95,6 +95,10 @@ def build_engine(
     rtol = spec.rtol if precision == "fp32" else spec.fp16_atol
     progress(f"{plugin.name}: checking the engine against ONNX Runtime")
     return compare(
-        reference.run, engine.run, parity_batches(plugin, plugin.processor(dest)), atol, rtol,
+        reference.run,
+        engine.run,
+        parity_batches(plugin, plugin.processor(dest)),
+        atol,
+        rtol,
         f"{plugin.name} TensorRT {precision}",
     )

@@ -62,6 +62,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._batch_seconds = 0.05  # running estimate, for Retry-After
+        self.incoming = 0  # requests being preprocessed for this batcher: rows on their way
 
     @property
     def queued_rows(self) -> int:
@@ -128,7 +129,9 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             deadline = self._queue[0].enqueued + delay
-            while len(self._queue) < self.config.max_batch_size:
+            # Wait for company only while more rows are on their way: a lone request
+            # (concurrency 1) is dispatched at once instead of paying the queue delay.
+            while len(self._queue) < self.config.max_batch_size and self.incoming > 0:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break

@@ -58,9 +58,13 @@ def runtime_for(task: Task, requested: str | None) -> ModelRuntime:
     serving = sorted(n for n, m in HUB.models.items() if task in m.tasks)
     runtime = HUB.models.get(name)
     if runtime is None or task not in runtime.tasks:
-        raise ApiError(400, f"model {name!r} does not serve /{task}; served here: {', '.join(serving) or 'none'}", "model")
+        raise ApiError(
+            400, f"model {name!r} does not serve /{task}; served here: {', '.join(serving) or 'none'}", "model"
+        )
     if not runtime.status.ready:
-        raise ApiError(503, f"model {name} is not ready: {runtime.status.error or 'loading'}", "model", {"Retry-After": "5"})
+        raise ApiError(
+            503, f"model {name} is not ready: {runtime.status.error or 'loading'}", "model", {"Retry-After": "5"}
+        )
     return runtime
 
 

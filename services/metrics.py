@@ -19,9 +19,7 @@ FAILURE_REASONS = ("rejected", "timeout", "bad_input", "error")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-REQUEST_SUCCESS = Counter(
-    "zooserve_request_success", "Inference requests answered successfully.", REQUEST_LABELS
-)
+REQUEST_SUCCESS = Counter("zooserve_request_success", "Inference requests answered successfully.", REQUEST_LABELS)
 REQUEST_FAILURE = Counter(
     "zooserve_request_failure",
     "Inference requests that failed, by reason: rejected (queue full), timeout, bad_input, error.",
@@ -67,7 +65,9 @@ LOAD_DURATION = Gauge(
 GPU_UTILIZATION = Gauge(
     "zooserve_gpu_utilization_ratio", "GPU busy fraction (NVML).", ("gpu",), multiprocess_mode="max"
 )
-GPU_MEMORY_USED = Gauge("zooserve_gpu_memory_used_bytes", "GPU memory in use (NVML).", ("gpu",), multiprocess_mode="max")
+GPU_MEMORY_USED = Gauge(
+    "zooserve_gpu_memory_used_bytes", "GPU memory in use (NVML).", ("gpu",), multiprocess_mode="max"
+)
 GPU_MEMORY_TOTAL = Gauge("zooserve_gpu_memory_total_bytes", "GPU memory (NVML).", ("gpu",), multiprocess_mode="max")
 
 

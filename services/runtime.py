@@ -147,10 +147,18 @@ class ModelRuntime:
         metrics = self._metrics()
         started = time.perf_counter()
         metrics.inflight.inc()
+        batcher = self._batcher()
+        batcher.incoming += 1
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items)
+            try:
+                if self.processor.inline:
+                    rows = self._preprocess(items)
+                else:
+                    rows = await asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items)
+            finally:
+                batcher.incoming -= 1
             preprocessed = time.perf_counter()
-            outputs = await self._batcher().submit(rows, timeout)
+            outputs = await batcher.submit(rows, timeout)
             post_start = time.perf_counter()
             results = [self.processor.postprocess(row, task, options) for row in outputs]
             finished = time.perf_counter()

@@ -56,7 +56,9 @@ def test_fp16_onnx_is_refused() -> None:
         export("gan_generator", "onnx", precision="fp16")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT's builder (`tensorrt`) is not installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None, reason="TensorRT's builder (`tensorrt`) is not installed here"
+)
 @pytest.mark.gpu
 def test_tensorrt_engines_match_onnx_runtime() -> None:
     for precision in ("fp32", "fp16"):
@@ -65,11 +67,15 @@ def test_tensorrt_engines_match_onnx_runtime() -> None:
         assert result.artifact.metadata["engine"]["gpu"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed; the test above runs")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed; the test above runs"
+)
 def test_tensorrt_without_the_builder_fails_with_one_clear_line(bentoml_home: Path) -> None:
     out = subprocess.run([*ZOO, "export", "gan_generator", "--format", "tensorrt"], capture_output=True, text=True)
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines()[-1].startswith("zoo: BackendUnavailable: TensorRT's builder is not installed")
+    assert (
+        out.stderr.strip().splitlines()[-1].startswith("zoo: BackendUnavailable: TensorRT's builder is not installed")
+    )
     assert "Traceback" not in out.stderr
 
 
@@ -99,6 +105,8 @@ def test_cli_weights_that_do_not_fit(tmp_path: Path) -> None:
     import torch
 
     torch.save(zoo.create("resnet18", num_classes=10).build().state_dict(), tmp_path / "small.pth")
-    out = subprocess.run([*ZOO, "export", "resnet18", "--weights", str(tmp_path / "small.pth")], capture_output=True, text=True)
+    out = subprocess.run(
+        [*ZOO, "export", "resnet18", "--weights", str(tmp_path / "small.pth")], capture_output=True, text=True
+    )
     assert out.returncode == 1
     assert "fc.weight: file (10, 512) vs model (1000, 512)" in out.stderr

@@ -13,7 +13,14 @@ from zoo.api import BadInput
 from zoo.vision import decode_image, example_image
 
 WEIGHTS = {"resnet50": "ResNet50_Weights", "resnet18": "ResNet18_Weights", "efficientnet_b0": "EfficientNet_B0_Weights"}
-IMAGES = [(640, 480, "JPEG"), (300, 500, "PNG"), (224, 224, "JPEG"), (1000, 200, "PNG"), (231, 777, "JPEG"), (64, 48, "PNG")]
+IMAGES = [
+    (640, 480, "JPEG"),
+    (300, 500, "PNG"),
+    (224, 224, "JPEG"),
+    (1000, 200, "PNG"),
+    (231, 777, "JPEG"),
+    (64, 48, "PNG"),
+]
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTS))

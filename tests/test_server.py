@@ -60,7 +60,11 @@ def test_readiness_lists_every_model_and_liveness_is_torch_free(small_server: Se
 
 # -- task endpoints ----------------------------------------------------------------------------
 def test_classify_json_base64_and_multipart(small_server: Server) -> None:
-    status, body = post(small_server, "/classify", {"images": [b64(JPEG), "data:image/png;base64," + b64(PNG)], "model": "resnet18", "top_k": 3})
+    status, body = post(
+        small_server,
+        "/classify",
+        {"images": [b64(JPEG), "data:image/png;base64," + b64(PNG)], "model": "resnet18", "top_k": 3},
+    )
     assert status == 200, body
     assert body["model"] == "resnet18" and len(body["results"]) == 2
     for result in body["results"]:
@@ -69,7 +73,9 @@ def test_classify_json_base64_and_multipart(small_server: Server) -> None:
     data, kind = multipart([("images", JPEG), ("images", PNG), ("model", "resnet18"), ("top_k", "2")])
     status, form = post(small_server, "/classify", data, **{"Content-Type": kind})
     assert status == 200, form
-    assert [[r["label"] for r in res] for res in form["results"]] == [[r["label"] for r in res[:2]] for res in body["results"]]
+    assert [[r["label"] for r in res] for res in form["results"]] == [
+        [r["label"] for r in res[:2]] for res in body["results"]
+    ]
 
 
 @pytest.mark.parametrize("model", ["resnet50", "efficientnet_b0"])
@@ -154,7 +160,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("path,body,status,field,message", BAD, ids=[f"{b[0]}-{b[3]}-{b[4]}" for b in BAD])
-def test_bad_input_is_a_4xx_naming_the_field(small_server: Server, path: str, body: Any, status: int, field: str, message: str) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(
+    small_server: Server, path: str, body: Any, status: int, field: str, message: str
+) -> None:
     got, answer = post(small_server, path, body)
     assert got == status, answer
     assert answer["field"] == field and message in answer["error"], answer
@@ -187,14 +195,15 @@ def _length(answer: bytes) -> int:
 def test_oversized_body_is_413_and_the_worker_survives(small_server: Server) -> None:
     limit = 16 << 20
     declared = (
-        f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {limit + 1}\r\n\r\n"
+        f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n"
     ).encode()
     answer = raw_post(small_server, declared, [b"{"])  # refused from the header alone
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"field":"body"' in answer
     # a chunked body that declares no length is cut off once it passes the limit
-    chunked = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked = (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     size = 1 << 20
     chunks = [f"{size:x}\r\n".encode() + b" " * size + b"\r\n" for _ in range(17)]
     answer = raw_post(small_server, chunked, chunks)
@@ -211,11 +220,25 @@ def test_bad_inputs_are_counted_and_the_scrape_passes_promtool(small_server: Ser
         scrape = response.read().decode()
     check = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    failures = [line for line in scrape.splitlines() if line.startswith("zooserve_request_failure_total{") and 'reason="bad_input"' in line and 'model="resnet18"' in line]
+    failures = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith("zooserve_request_failure_total{")
+        and 'reason="bad_input"' in line
+        and 'model="resnet18"' in line
+    ]
     assert failures and float(failures[0].rsplit(" ", 1)[1]) >= 1
-    for name in ("zooserve_batch_size_rows_bucket", "zooserve_queue_wait_seconds_bucket", "zooserve_compute_seconds_bucket",
-                 "zooserve_preprocess_seconds_bucket", "zooserve_model_load_duration_seconds", "zooserve_model_ready",
-                 "zooserve_inference_rows_total", "zooserve_batch_executions_total", "zooserve_request_success_total"):
+    for name in (
+        "zooserve_batch_size_rows_bucket",
+        "zooserve_queue_wait_seconds_bucket",
+        "zooserve_compute_seconds_bucket",
+        "zooserve_preprocess_seconds_bucket",
+        "zooserve_model_load_duration_seconds",
+        "zooserve_model_ready",
+        "zooserve_inference_rows_total",
+        "zooserve_batch_executions_total",
+        "zooserve_request_success_total",
+    ):
         assert f"\n{name}{{" in scrape, name
 
 
@@ -228,6 +251,7 @@ def test_overload_is_429_with_retry_after_and_timeouts_are_504(small_store: Path
         }
     }
     with running_server(small_store, {"ZOOSERVE_MODELS": "resnet18,efficientnet_b0"}, config) as server:
+
         def classify(model: str, count: int) -> tuple[int, Any, str | None]:
             request = urllib.request.Request(
                 server.url + "/classify",

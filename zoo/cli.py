@@ -14,7 +14,9 @@ from zoo.registry import UnknownModel, create, get, list_models
 def _print_list(_: argparse.Namespace) -> None:
     for name in list_models():
         plugin = create(name)
-        print(f"{name:18} {','.join(plugin.tasks):16} {type(plugin).__doc__.splitlines()[0] if type(plugin).__doc__ else ''}")
+        print(
+            f"{name:18} {','.join(plugin.tasks):16} {type(plugin).__doc__.splitlines()[0] if type(plugin).__doc__ else ''}"
+        )
 
 
 def _print_info(args: argparse.Namespace) -> None:

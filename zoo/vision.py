@@ -45,8 +45,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     width, height = image.size
     if width * height > max_pixels:
         raise BadInput(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
-            f"the limit is {max_pixels / 1e6:g}"
+            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is {max_pixels / 1e6:g}"
         )
     try:
         image.load()

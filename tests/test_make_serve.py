@@ -1,0 +1,45 @@
+"""`make serve` exactly as the README says, on a fresh store: export the default zoo, serve, answer."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BIN, Server, http_json
+from zoo.vision import example_image
+
+
+@pytest.mark.slow
+def test_make_serve_exports_the_default_zoo_and_answers_every_endpoint(tmp_path: Path) -> None:
+    home = tmp_path / "bentoml"  # fresh: nothing exported yet
+    home.mkdir()
+    started = time.monotonic()
+    server = Server(
+        {"ZOOSERVE_HOST": "127.0.0.1", "VENV": str(BIN.parent)},
+        home,
+        command=["make", "--no-print-directory", "serve", "PORT={port}"],
+    )
+    try:
+        ready = server.wait_ready(timeout=900)
+        cold_start = time.monotonic() - started
+        print(f"\nmake serve on a fresh store: ready after {cold_start:.0f} s; models {sorted(ready['models'])}")
+        for line in server.logs().splitlines():
+            if " exported " in line or "parity max" in line:
+                print("  " + line)
+        image = base64.b64encode(example_image(500, 375, "JPEG")).decode()
+        status, body = http_json(server.url + "/classify", {"images": [image]})
+        assert status == 200 and body["model"] == "resnet50" and len(body["results"][0]) == 5
+        assert all(isinstance(r["label"], str) and r["label"] for r in body["results"][0])  # ImageNet names
+        status, body = http_json(server.url + "/sentiment", {"texts": ["a great movie", "an awful movie"]})
+        assert status == 200 and body["model"] == "lstm_sentiment" and len(body["results"]) == 2
+        status, body = http_json(server.url + "/sentiment", {"texts": ["fine"], "model": "bert"})
+        assert status == 200 and set(body["results"][0]["probabilities"]) == {"negative", "positive"}
+        status, body = http_json(server.url + "/embed", {"texts": ["one", "two"]})
+        assert status == 200 and len(body["results"][0]) == 768  # bert-base
+        status, body = http_json(server.url + "/generate", {"seeds": [1, 2]})
+        assert status == 200 and len(body["results"]) == 2
+    finally:
+        server.stop()
