@@ -9,7 +9,7 @@ Sources (all under deploy/):
 be scraped.  Histogram series are reduced to their base name (`x_bucket`, `x_sum`, `x_count` ->
 `x`), the name under which a scrape declares `# TYPE x histogram`.  Recording-rule names
 (`level:metric:operation`, with colons) are not scraped and are left out; the metrics they are
-computed from are in.
+computed from are in.  GPU_ONLY_METRICS appear only in a GPU server's scrape.
 
 Also a small CLI for deploy/check-chart.sh:
   python tests/deploy_queries.py names                 # one used metric name a line
@@ -38,6 +38,10 @@ DASHBOARD_FILE = CHART / "files" / "grafana" / "zooserve-dashboard.json"
 ADAPTER_FILE = DEPLOY / "prometheus-adapter" / "values.yaml"
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Exposed only by pods that run on a GPU (NVML); a CPU server's /metrics lacks them.
+GPU_ONLY_METRICS = frozenset(
+    {"zooserve_gpu_utilization_ratio", "zooserve_gpu_memory_used_bytes", "zooserve_gpu_memory_total_bytes"}
+)
 _KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
     "bool", "offset", "inf", "nan", "atan2", "start", "end",
