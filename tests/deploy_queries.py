@@ -43,8 +43,22 @@ GPU_ONLY_METRICS = frozenset(
     {"zooserve_gpu_utilization_ratio", "zooserve_gpu_memory_used_bytes", "zooserve_gpu_memory_total_bytes"}
 )
 _KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "bool", "offset", "inf", "nan", "atan2", "start", "end",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+    "start",
+    "end",
 }
 # Grafana variables -> values that keep the query valid PromQL.
 _GRAFANA_VARS = {
@@ -58,11 +72,7 @@ _GRAFANA_VARS = {
 def rule_queries() -> list[tuple[str, str]]:
     """(rule name, expr) of every recording and alerting rule."""
     data = yaml.safe_load(RULES_FILE.read_text())
-    return [
-        (rule.get("record") or rule["alert"], rule["expr"])
-        for group in data["groups"]
-        for rule in group["rules"]
-    ]
+    return [(rule.get("record") or rule["alert"], rule["expr"]) for group in data["groups"] for rule in group["rules"]]
 
 
 def recording_rule_names() -> set[str]:
@@ -198,8 +208,10 @@ def main(argv: list[str]) -> int:
         # Expanded for pods zooserve-a and zooserve-b of namespace ml, grouped by pod, recorded
         # under the custom metric's name (deploy/prometheus/adapter_test.yaml checks the values).
         rules = [
-            {"record": r["name"]["as"],
-             "expr": expand_adapter_query(r, 'namespace="ml",pod=~"zooserve-a|zooserve-b"', "pod")}
+            {
+                "record": r["name"]["as"],
+                "expr": expand_adapter_query(r, 'namespace="ml",pod=~"zooserve-a|zooserve-b"', "pod"),
+            }
             for r in adapter_rules()
         ]
         Path(argv[1]).write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}, sort_keys=False))

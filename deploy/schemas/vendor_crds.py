@@ -9,7 +9,7 @@ so the upstream CRDs' `openAPIV3Schema` are stored here as JSON (descriptions st
   prometheusrule_v1.json           same commit, .../monitoring.coreos.com_prometheusrules.yaml
   inferenceservice_v1beta1.json    kserve/kserve commit aaac4e294dae (2026-08)
                                    config/crd/full/serving.kserve.io_inferenceservices.yaml,
-                                   pruned to spec.predictor: 693 kB -> about 80 kB.  Every property
+                                   pruned to spec.predictor: 693 kB -> 133 kB.  Every property
                                    name is kept at every level; the subtrees zooserve does not use
                                    (other components, model-format specs, workerSpec, status) are
                                    replaced by {"type": "object", "x-zooserve-pruned": true}.
@@ -34,8 +34,18 @@ PRUNED = {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "x-zoo
 # InferenceService: what zooserve's manifest does not use.
 ISVC_PRUNE_SPEC = ("canary", "explainer", "transformer")
 ISVC_PRUNE_PREDICTOR = (
-    "huggingface", "lightgbm", "model", "onnx", "paddle", "pmml", "pytorch", "sklearn",
-    "tensorflow", "triton", "xgboost", "workerSpec",
+    "huggingface",
+    "lightgbm",
+    "model",
+    "onnx",
+    "paddle",
+    "pmml",
+    "pytorch",
+    "sklearn",
+    "tensorflow",
+    "triton",
+    "xgboost",
+    "workerSpec",
 )
 
 
