@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install export serve test test-fast lint tools lock loadtest bench image image-test chart-check clean
+.PHONY: install export serve test lint tools container-tools lock loadtest bench image image-test chart-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "zooserve needs Python 3.11"'
@@ -44,6 +44,22 @@ lock:
 	{ echo "# Every package of '.[export,gpu,dev]' pinned exactly; make installs with -c constraints.txt."; \
 	  echo "# Regenerate: make lock"; /tmp/zooserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; \
 	  echo "setuptools==84.2.1"; echo "pip==23.2.1"; } > constraints.txt
+
+# Helm lint/template, kubernetes-validate (1.29, 1.33), CRD schemas, promtool rules and tests.
+chart-check: install tools
+	deploy/check-chart.sh
+
+container-tools:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap >/dev/null; }
+
+# The CPU serving image (no torch; the default zoo from the model store baked in).
+image: export container-tools
+	BIN=$(BIN) deploy/image/build.sh
+
+# Run the image: /readyz, /classify, v2 gRPC, then SIGTERM under load (zero failed accepted requests).
+image-test: image
+	BIN=$(BIN) deploy/image/test.sh
 
 clean:
 	rm -rf $(VENV) build results *.egg-info

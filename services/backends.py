@@ -30,11 +30,24 @@ class Backend(Protocol):
 
 
 def cpu_threads() -> int:
-    """The cores this process may use (cgroup/affinity aware where the OS says so)."""
+    """Threads for compute: ZOOSERVE_CPU_THREADS, else the cores this process may use.
+
+    A container's CPU limit (cgroup v2 `cpu.max`) caps the count: on a large node with a
+    2-CPU limit, one thread per node core would only be throttled.
+    """
+    if configured := os.environ.get("ZOOSERVE_CPU_THREADS"):
+        return max(1, int(configured))
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(-(-int(quota) // int(period)))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 class OrtBackend:

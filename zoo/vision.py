@@ -174,6 +174,8 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
         module = getattr(torchvision.models, self.architecture)(weights=None, num_classes=self.config.num_classes)
         if self.weights is not None:
             load_file_into(module, self.weights)
+        else:
+            _calibrate_batchnorm(module, self.config.crop)
         return module.eval()
 
     def labels(self) -> tuple[str, ...]:
@@ -190,6 +192,27 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
 
     def example_items(self) -> list[Any]:
         return [example_image(640, 480, "JPEG"), example_image(300, 500, "PNG"), example_image(224, 224, "JPEG")]
+
+
+def _calibrate_batchnorm(module: torch.nn.Module, side: int) -> None:
+    """Give a randomly initialised net BatchNorm statistics from one seeded batch.
+
+    With running stats at mean 0 / var 1, activations vanish through deep random nets
+    (EfficientNet-B0's logits were ~1e-20), which would make parity checks vacuous; this is
+    data-dependent initialisation, deterministic like the rest of the random init.
+    """
+    import torch
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the calibration batch
+    module.train()
+    with torch.no_grad():
+        module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    for norm in norms:
+        norm.momentum = 0.1
+    module.eval()
 
 
 def example_image(width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> bytes:
