@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +30,20 @@ class ExportResult:
     seconds: float
 
 
+def plugin_code_hash(plugin: Plugin[Any]) -> str:
+    """A hash of the source of the plugin's class hierarchy: a change to how a model is built
+    or initialised makes a new artifact instead of reusing a stale one."""
+    modules = {cls.__module__ for cls in type(plugin).__mro__}
+    for name in list(modules):  # and the zoo helpers those modules use (tokenizers, weights)
+        for value in vars(sys.modules[name]).values():
+            modules.add(getattr(value, "__module__", None) or getattr(value, "__name__", ""))
+    files = sorted({inspect.getfile(sys.modules[m]) for m in modules if m.split(".")[0] == "zoo" and m in sys.modules})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def identity(plugin: Plugin[Any], fmt: Format, precision: Precision) -> dict[str, Any]:
     """Everything that decides an artifact's bytes; its hash is the artifact's version."""
     ident: dict[str, Any] = {
@@ -36,6 +53,7 @@ def identity(plugin: Plugin[Any], fmt: Format, precision: Precision) -> dict[str
         "config": plugin.config_dict(),
         "spec": plugin.spec.fingerprint(),
         "weights": plugin.weights_id(),
+        "code": plugin_code_hash(plugin),
         "libraries": store.library_versions("torch", "torchvision", "transformers", "onnx", "onnxscript"),
     }
     if fmt == "tensorrt":
