@@ -20,7 +20,9 @@ import numpy as np
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-async def _run(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float, max_requests: int) -> dict:
+async def _run(
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float, max_requests: int
+) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sent = 0
@@ -49,8 +51,13 @@ async def _run(url: str, body: bytes, headers: dict[str, str], concurrency: int,
         elapsed = time.perf_counter() - began
     lat = np.asarray(latencies) * 1000
     pct = {f"p{p}_ms": round(float(np.percentile(lat, p)), 2) if lat.size else None for p in (50, 95, 99)}
-    return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "throughput_rps": round(len(latencies) / elapsed, 1), **pct}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+        **pct,
+    }
 
 
 def main() -> None:
@@ -65,7 +72,9 @@ def main() -> None:
     if urlparse(args.url).hostname not in LOOPBACK:
         sys.exit("load tests target loopback only")
     body = open(args.body, "rb").read()
-    result = asyncio.run(_run(args.url, body, {"Content-Type": args.content_type}, args.concurrency, args.duration, args.max_requests))
+    result = asyncio.run(
+        _run(args.url, body, {"Content-Type": args.content_type}, args.concurrency, args.duration, args.max_requests)
+    )
     print(json.dumps(result))
 
 

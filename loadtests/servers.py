@@ -1,4 +1,4 @@
-"""Start and drive real servers on loopback: free ports, HTTP calls, `bentoml serve` processes (tests and benchmarks)."""
+"""Real servers on loopback for tests and benchmarks: free ports, HTTP calls, `bentoml serve` processes."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import bentoml
-
 from _bentoml_sdk.service.factory import Service
 
 from services.config import load_settings
@@ -52,8 +51,14 @@ class ZooServe:
         logging.getLogger("zooserve").setLevel(logging.INFO)
         log.info("zooserve: models %s on %s/%s", ",".join(settings.models), settings.backend, settings.device)
         await HUB.start(settings)
+        from services.v2.grpc_server import GRPC  # imported here: its protobuf modules clash with tritonclient's
+
+        await GRPC.start(settings)  # same event loop as HTTP, so both feed the same batchers
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
+        from services.v2.grpc_server import GRPC
+
+        await GRPC.stop()  # in-flight RPCs finish (grace period) while the batchers still run
         await HUB.stop()
 
