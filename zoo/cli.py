@@ -14,9 +14,8 @@ from zoo.registry import UnknownModel, create, get, list_models
 def _print_list(_: argparse.Namespace) -> None:
     for name in list_models():
         plugin = create(name)
-        print(
-            f"{name:18} {','.join(plugin.tasks):16} {type(plugin).__doc__.splitlines()[0] if type(plugin).__doc__ else ''}"
-        )
+        summary = (type(plugin).__doc__ or "").strip().splitlines()
+        print(f"{name:18} {','.join(plugin.tasks):16} {summary[0] if summary else ''}")
 
 
 def _print_info(args: argparse.Namespace) -> None:
