@@ -124,6 +124,8 @@ class ModelRuntime:
         self.backend = build_backend(self.plugin, self.artifact, self.settings)
         self.metrics = ModelMetrics((self.name, self.version, self.settings.backend))
         self.metrics.ready.set(0)
+        for protocol in ("http", "grpc"):  # series exist at 0 from the start, so rate() alerts work
+            self.metrics.request(protocol)
 
     async def warmup(self) -> None:
         """Run the example items at a few batch sizes through the whole pipeline."""

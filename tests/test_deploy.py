@@ -62,7 +62,6 @@ SERVED_METRICS = {
     "zooserve_gpu_utilization_ratio",
     "zooserve_gpu_memory_used_bytes",
     "zooserve_gpu_memory_total_bytes",
-    "bentoml_service_request_total",
 }
 
 

@@ -277,3 +277,16 @@ def test_overload_is_429_with_retry_after_and_timeouts_are_504(small_store: Path
         with urllib.request.urlopen(server.url + "/metrics") as response:
             scrape = response.read().decode()
         assert 'reason="rejected"' in scrape and 'reason="timeout"' in scrape
+
+
+def test_every_metric_the_alerts_dashboard_and_hpa_use_is_served(small_server: Server) -> None:
+    from tests.deploy_queries import GPU_ONLY_METRICS, used_metric_names
+
+    with urllib.request.urlopen(small_server.url + "/metrics") as response:
+        scrape = response.read().decode()
+    served = {line.split("{")[0].split(" ")[0] for line in scrape.splitlines() if line and not line.startswith("#")}
+    served |= {name[: -len(suffix)] for name in served for suffix in ("_bucket", "_sum", "_count") if name.endswith(suffix)}
+    missing = sorted(used_metric_names() - GPU_ONLY_METRICS - served)
+    assert not missing, f"queries use metrics the server does not expose: {missing}"
+    gpu = [line for line in scrape.splitlines() if line.startswith("# HELP zooserve_gpu_")]
+    assert gpu or not GPU_ONLY_METRICS & served  # CPU machine: GPU gauges appear only with a GPU
