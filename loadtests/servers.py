@@ -48,9 +48,15 @@ class Server:
         self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"server-{self.port}.log"
+        # Each server gets its own BENTOML_HOME over the shared models: BentoML empties
+        # $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe a sibling's metrics.
+        own_home = home / "servers" / str(self.port)
+        own_home.mkdir(parents=True)
+        (home / "models").mkdir(exist_ok=True)
+        (own_home / "models").symlink_to(home / "models")
         full_env = {
             **os.environ,
-            "BENTOML_HOME": str(home),
+            "BENTOML_HOME": str(own_home),
             "ZOOSERVE_GRPC_PORT": str(self.grpc_port),
             "ZOOSERVE_GRPC_HOST": "127.0.0.1",
             **env,

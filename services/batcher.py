@@ -116,8 +116,10 @@ class Batcher:
         return batch
 
     def _drop_cancelled_head(self) -> None:
-        while self._queue and self._queue[0].future.done():
-            self._queue.popleft()
+        if self._queue and self._queue[0].future.done():
+            while self._queue and self._queue[0].future.done():
+                self._queue.popleft()
+            self.metrics.queue_rows.set(len(self._queue))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

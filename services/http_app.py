@@ -20,6 +20,7 @@ from services import codecs
 from services.batcher import Closed, DeadlineExceeded, Overloaded
 from services.codecs import ApiError, ClassifyRequest, GenerateRequest, TextRequest
 from services.runtime import HUB, ItemError, ModelRuntime
+from services.v2.http import router as v2_router
 from zoo.api import Task
 from zoo.gan_generator import MAX_SEED
 
@@ -84,6 +85,7 @@ async def infer(runtime: ModelRuntime, request: codecs.TaskRequest, task: Task) 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="zooserve", description="Task endpoints of the model zoo", docs_url=None, redoc_url=None)
+    app.include_router(v2_router)  # KServe v2 over HTTP (services/v2/http.py)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

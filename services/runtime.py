@@ -176,13 +176,13 @@ class ModelRuntime:
             self._record_success(protocol, finished - started)
         return results
 
-    async def infer_rows(self, rows: Sequence[Row], protocol: str) -> list[Row]:
+    async def infer_rows(self, rows: Sequence[Row], protocol: str, timeout: float | None = None) -> list[Row]:
         """Named arrays per row straight to the batcher (inputs already checked)."""
         metrics = self._metrics()
         started = time.perf_counter()
         metrics.inflight.inc()
         try:
-            outputs = await self._batcher().submit(rows)
+            outputs = await self._batcher().submit(rows, timeout)
         except BaseException as exc:
             self._record_failure(protocol, exc)
             raise

@@ -1,0 +1,240 @@
+"""KServe v2 over gRPC: `inference.GRPCInferenceService`, `grpc.health.v1.Health` and reflection.
+
+A `grpc.aio` server created in the worker's running event loop (the BentoML startup hook), so
+its handlers call the same `HUB` runtimes and batchers as HTTP: concurrent gRPC and HTTP
+requests for one model share batches.  Every serving worker binds the same port with
+SO_REUSEPORT and the kernel spreads connections over them.  Message size limits in both
+directions are `limits.max_v2_body_bytes` (64 MiB by default, gRPC's own default is 4 MiB).
+
+Inputs come in `raw_input_contents` (what tritonclient sends) or typed `contents`; outputs
+always go in `raw_output_contents`, the only place tritonclient reads them from.  Status
+codes: INVALID_ARGUMENT (bad input), NOT_FOUND (unknown model or version), UNAVAILABLE (not
+ready, shutting down), RESOURCE_EXHAUSTED (queue full, with `retry-after` trailing metadata;
+also gRPC's own answer to an oversized message), DEADLINE_EXCEEDED (timed out).
+
+    grpcurl -plaintext localhost:8001 list
+    grpcurl -plaintext -d '{"name":"resnet50"}' localhost:8001 inference.GRPCInferenceService/ModelMetadata
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.config import Settings
+from services.proto import open_inference_grpc_pb2 as pb2
+from services.proto import open_inference_grpc_pb2_grpc as pb2_grpc
+from services.runtime import HUB
+from services.v2 import models
+from services.v2.models import V2Error
+from services.v2.tensors import (
+    InferRequest,
+    InferResponse,
+    InferTensor,
+    RequestedOutput,
+    TensorError,
+    check_shape,
+    from_contents,
+    from_raw,
+    numpy_dtype,
+    parameters_from_proto,
+    to_raw,
+)
+
+log = logging.getLogger("zooserve")
+
+PROTOCOL = "grpc"
+SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+GRACE_S = 10.0  # in-flight RPCs get this long to finish at shutdown
+
+STATUS = {
+    models.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    models.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    models.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    models.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    models.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    models.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    models.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: V2Error) -> None:
+    if exc.retry_after is not None:
+        context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after)))),))
+    await context.abort(STATUS[exc.kind], exc.message)
+
+
+def _set_parameter(target: Any, value: Any) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    elif isinstance(value, float):
+        target.double_param = value
+    else:
+        target.string_param = str(value)
+
+
+def decode_request(request: pb2.ModelInferRequest) -> InferRequest:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise TensorError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; give one per input")
+    if not request.inputs:
+        raise TensorError("the request needs at least one input")
+    inputs = []
+    for i, tensor in enumerate(request.inputs):
+        numpy_dtype(tensor.datatype, tensor.name)
+        shape = check_shape(list(tensor.shape), tensor.name)
+        if raw:
+            if tensor.HasField("contents"):
+                raise TensorError(f"tensor '{tensor.name}': contents must not be set with raw_input_contents")
+            data = from_raw(tensor.name, tensor.datatype, shape, raw[i])
+        else:
+            data = from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
+        inputs.append(InferTensor(tensor.name, tensor.datatype, shape, data, parameters_from_proto(tensor.parameters)))
+    outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in request.outputs] or None
+    return InferRequest(
+        request.model_name,
+        request.model_version,
+        request.id,
+        parameters_from_proto(request.parameters),
+        inputs,
+        outputs,
+    )
+
+
+def encode_response(response: InferResponse) -> pb2.ModelInferResponse:
+    message = pb2.ModelInferResponse(model_name=response.model_name, model_version=response.model_version)
+    message.id = response.id
+    for key, value in response.parameters.items():
+        _set_parameter(message.parameters[key], value)
+    for output in response.outputs:
+        message.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        message.raw_output_contents.append(to_raw(output.data, output.datatype))
+    return message
+
+
+class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerLiveResponse:
+        return pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerReadyResponse:
+        return pb2.ServerReadyResponse(ready=models.server_ready())
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerMetadataResponse:
+        return pb2.ServerMetadataResponse(**models.server_metadata())
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelReadyResponse:
+        try:
+            return pb2.ModelReadyResponse(ready=models.resolve(request.name, request.version).ready)
+        except V2Error as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelMetadataResponse:
+        try:
+            meta = models.resolve(request.name, request.version).metadata()
+        except V2Error as exc:
+            await _abort(context, exc)
+            raise
+        tensors = pb2.ModelMetadataResponse.TensorMetadata
+        return pb2.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensors(**t) for t in meta["inputs"]],
+            outputs=[tensors(**t) for t in meta["outputs"]],
+            properties={k: str(v) for k, v in meta["parameters"].items()},
+        )
+
+    async def ModelInfer(self, request: pb2.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            model = models.resolve(request.model_name, request.model_version)
+            try:
+                decoded = decode_request(request)
+            except TensorError as exc:
+                model.runtime.record_bad_input(PROTOCOL)
+                raise V2Error(models.INVALID, str(exc)) from None
+            return encode_response(await model.infer(decoded, PROTOCOL))
+        except V2Error as exc:
+            await _abort(context, exc)
+
+
+class GrpcServer:
+    """The worker's gRPC server: start after the HUB, stop (gracefully) before it."""
+
+    def __init__(self) -> None:
+        self.server: grpc.aio.Server | None = None
+        self.health: health.aio.HealthServicer | None = None
+        self.port: int | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self, settings: Settings) -> int:
+        limit = settings.limits.max_v2_body_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 1),  # several serving workers share the port
+            ]
+        )
+        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(), server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
+        host = settings.grpc_host
+        bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
+        address = f"{bracketed}:{settings.grpc_port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
+        if not self.port:
+            raise RuntimeError(f"gRPC cannot listen on {address}")
+        await server.start()
+        self.server = server
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._watch = asyncio.get_running_loop().create_task(self._follow_readiness())
+        log.info("zooserve: gRPC (KServe v2) on %s, message limit %d bytes", address, limit)
+        return self.port
+
+    async def _set_health(self, status: Any) -> None:
+        assert self.health is not None
+        for service in ("", SERVICE):
+            await self.health.set(service, status)
+
+    async def _follow_readiness(self) -> None:
+        """Health turns SERVING when every model is ready (as /readyz and /v2/health/ready)."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        current = None
+        while True:
+            status = serving if HUB.ready else not_serving
+            if status != current:
+                await self._set_health(status)
+                current = status
+            await asyncio.sleep(0.5)
+
+    async def stop(self, grace: float = GRACE_S) -> None:
+        """Refuse new RPCs, give in-flight ones `grace` seconds, then close."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+            log.info("zooserve: gRPC server stopped")
+        self.server = None
+
+
+GRPC = GrpcServer()
