@@ -285,8 +285,44 @@ def test_every_metric_the_alerts_dashboard_and_hpa_use_is_served(small_server: S
     with urllib.request.urlopen(small_server.url + "/metrics") as response:
         scrape = response.read().decode()
     served = {line.split("{")[0].split(" ")[0] for line in scrape.splitlines() if line and not line.startswith("#")}
-    served |= {name[: -len(suffix)] for name in served for suffix in ("_bucket", "_sum", "_count") if name.endswith(suffix)}
+    served |= {
+        name[: -len(suffix)] for name in served for suffix in ("_bucket", "_sum", "_count") if name.endswith(suffix)
+    }
     missing = sorted(used_metric_names() - GPU_ONLY_METRICS - served)
     assert not missing, f"queries use metrics the server does not expose: {missing}"
     gpu = [line for line in scrape.splitlines() if line.startswith("# HELP zooserve_gpu_")]
     assert gpu or not GPU_ONLY_METRICS & served  # CPU machine: GPU gauges appear only with a GPU
+
+
+def test_torch_backend_serves_the_same_results(small_store: Path, small_server: Server) -> None:
+    import os
+    import sys
+
+    script = (
+        "import zoo; from exporters.export import export\n"
+        "for name in ('gan_generator', 'lstm_sentiment', 'resnet18'):\n"
+        "    export(name, 'torch', overrides=zoo.get(name).test_overrides, progress=lambda m: None)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env={**os.environ, "BENTOML_HOME": str(small_store)}, check=True)
+    env = {"ZOOSERVE_BACKEND": "torch", "ZOOSERVE_MODELS": "gan_generator,lstm_sentiment,resnet18"}
+    with running_server(small_store, env) as torch_server:
+        _, live = http_json(torch_server.url + "/livez")
+        assert live["torch_imported"] is True
+        for path, body in (
+            ("/sentiment", {"texts": ["a wonderful film", "dull"]}),
+            ("/classify", {"images": [b64(JPEG)], "model": "resnet18"}),
+        ):
+            _, ours = post(torch_server, path, body)
+            _, reference = post(small_server, path, body)
+            flat = json.dumps(ours["results"])
+            assert json.loads(flat)  # JSON-able
+            for a, b in zip(ours["results"], reference["results"], strict=True):
+                pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
+                for x, y in pairs:
+                    assert x["label"] == y["label"]
+        _, ours = post(torch_server, "/generate", {"seeds": [3]})
+        _, reference = post(small_server, "/generate", {"seeds": [3]})
+        pixels = [
+            np.asarray(Image.open(io.BytesIO(base64.b64decode(r["results"][0]["image"])))) for r in (ours, reference)
+        ]
+        assert np.abs(pixels[0].astype(int) - pixels[1].astype(int)).max() <= 1
