@@ -62,10 +62,13 @@ def compare(
             max_abs = float(diff.max(initial=0.0))
             max_rel = float((diff / np.maximum(np.abs(expected), 1e-6)).max(initial=0.0))
             shapes = {k: list(v.shape) for k, v in batch.items()}
-            report.cases.append({"inputs": shapes, "output": name, "max_abs": max_abs, "max_rel": max_rel})
+            # the largest excess over the allowed error (<= 0 passes): the check, recorded
+            worst = float((diff - (atol + rtol * np.abs(expected))).max(initial=-1.0))
+            report.cases.append(
+                {"inputs": shapes, "output": name, "max_abs": max_abs, "max_rel": max_rel, "excess": worst}
+            )
             report.max_abs = max(report.max_abs, max_abs)
             report.max_rel = max(report.max_rel, max_rel)
-            worst = float((diff - (atol + rtol * np.abs(expected))).max(initial=-1.0))
             if worst > 0:
                 raise ParityError(
                     f"{what}: output {name} differs by up to {max_abs:.3g} (atol {atol:g}, rtol {rtol:g}) "
