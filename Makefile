@@ -45,6 +45,14 @@ lock:
 	  echo "# Regenerate: make lock"; /tmp/zooserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; \
 	  echo "setuptools==84.2.1"; echo "pip==23.2.1"; } > constraints.txt
 
+# A Locust scenario headless (CSV, HTML report, PNG plots in results/loadtest/); see README.
+loadtest: export
+	$(BIN)/python -m loadtests.loadtest $(LOADTEST_ARGS)
+
+# The benchmark: in-process limits vs served, ratios, stage breakdown (QUICK=1: within 5 minutes).
+bench: export
+	$(BIN)/python -m loadtests.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
 # Helm lint/template, kubernetes-validate (1.29, 1.33), CRD schemas, promtool rules and tests.
 chart-check: install tools
 	deploy/check-chart.sh

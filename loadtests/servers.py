@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,7 +51,7 @@ class Server:
         self.log_path = home / f"server-{self.port}.log"
         # Each server gets its own BENTOML_HOME over the shared models: BentoML empties
         # $BENTOML_HOME/prometheus_multiproc_dir at start, which would wipe a sibling's metrics.
-        own_home = home / "servers" / str(self.port)
+        own_home = self.own_home = home / "servers" / str(self.port)
         own_home.mkdir(parents=True)
         (home / "models").mkdir(exist_ok=True)
         (own_home / "models").symlink_to(home / "models")
@@ -101,6 +102,7 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.log.close()
+        shutil.rmtree(self.own_home, ignore_errors=True)  # the models it linked to stay
 
 
 @contextlib.contextmanager

@@ -1,0 +1,173 @@
+"""Locust users for every zooserve endpoint and protocol, from locally made payloads.
+
+`python -m loadtests.loadtest` (`make loadtest`) builds the payloads and runs this file
+headless; it reads its settings from the environment:
+
+- ZOOSERVE_LOAD_PAYLOADS  folder of loadtests/payloads.py (manifest.json and bodies), required
+- ZOOSERVE_LOAD_GRPC      host:port of the KServe v2 gRPC server (loopback), for the gRPC user
+- ZOOSERVE_LOAD_TAGS      scenario: tags to include (any of), e.g. `task`, `v2bin grpc`, `resnet50`
+- ZOOSERVE_LOAD_MODELS    only these models (comma list)
+- ZOOSERVE_LOAD_MAX_REQUESTS  stop the run after this many requests (besides --run-time)
+
+One Locust task per (protocol, model, route), tagged with the protocol (`task`, `v2json`,
+`v2bin`, `grpc`, and `v2` for the last three), the route (`classify`, `sentiment`, `embed`,
+`generate`, `infer`) and the model; each call picks one of that task's payloads (images of
+several sizes and formats, texts of several lengths, several seeds).  Tags are applied here
+rather than with Locust's --tags, so a user class left without tasks is simply not defined.
+Users are closed loop (no wait between requests); `loadtests/locust_shapes.py` adds a step
+load shape.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import grpc.experimental.gevent as grpc_gevent
+from locust import FastHttpUser, User, constant, events, tag
+from locust.env import Environment
+
+from loadtests.grpcraw import RawInferClient
+from loadtests.payloads import Payload, read_manifest
+
+grpc_gevent.init_gevent()  # gRPC calls yield to other users instead of blocking the process
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+FOLDER = Path(os.environ.get("ZOOSERVE_LOAD_PAYLOADS", "results/loadtest/payloads"))
+GRPC_TARGET = os.environ.get("ZOOSERVE_LOAD_GRPC", "")
+TAGS = set(os.environ.get("ZOOSERVE_LOAD_TAGS", "").replace(",", " ").split())
+MODELS = {m for m in os.environ.get("ZOOSERVE_LOAD_MODELS", "").split(",") if m}
+MAX_REQUESTS = int(os.environ.get("ZOOSERVE_LOAD_MAX_REQUESTS", "0") or 0)
+
+
+def _tags(payload: Payload) -> set[str]:
+    route = payload.path.rstrip("/").rsplit("/", 1)[-1] if payload.protocol != "grpc" else "infer"
+    tags = {payload.protocol, route, payload.model}
+    if payload.protocol != "task":
+        tags.add("v2")
+    return tags
+
+
+def _groups(protocols: tuple[str, ...]) -> dict[tuple[str, str, str], list[Payload]]:
+    manifest = read_manifest(FOLDER) if (FOLDER / "manifest.json").exists() else []
+    groups: dict[tuple[str, str, str], list[Payload]] = {}
+    for p in manifest:
+        if p.protocol not in protocols or (MODELS and p.model not in MODELS) or (TAGS and not TAGS & _tags(p)):
+            continue
+        groups.setdefault((p.protocol, p.model, p.path), []).append(p)
+    return groups
+
+
+def _bodies(payloads: list[Payload]) -> list[tuple[Payload, bytes]]:
+    return [(p, (FOLDER / p.file).read_bytes()) for p in payloads]
+
+
+def _http_task(payloads: list[Payload]) -> Callable[[Any], None]:
+    bodies = _bodies(payloads)
+
+    def send(user: FastHttpUser) -> None:
+        payload, body = random.choice(bodies)
+        user.client.post(payload.path, data=body, headers=payload.headers, name=payload.name)
+
+    send.__name__ = f"{payloads[0].protocol}_{payloads[0].model}_{payloads[0].path.rsplit('/', 1)[-1]}"
+    return tag(*_tags(payloads[0]))(send)
+
+
+def _grpc_task(payloads: list[Payload]) -> Callable[[Any], None]:
+    bodies = _bodies(payloads)
+
+    def send(user: GrpcUser) -> None:
+        payload, body = random.choice(bodies)
+        user.infer(payload.name, body)
+
+    send.__name__ = f"grpc_{payloads[0].model}"
+    return tag(*_tags(payloads[0]))(send)
+
+
+class _LoopbackHttpUser(FastHttpUser):
+    abstract = True
+    wait_time = constant(0)  # closed loop: the next request as soon as the last one answered
+    network_timeout = 120.0
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        if urlparse(self.host or "").hostname not in LOOPBACK:
+            raise RuntimeError(f"load tests target loopback only, not {self.host}")
+
+
+_TASK_TASKS = [_http_task(group) for group in _groups(("task",)).values()]
+_V2_TASKS = [_http_task(group) for group in _groups(("v2json", "v2bin")).values()]
+_GRPC_TASKS = [_grpc_task(group) for group in _groups(("grpc",)).values()] if GRPC_TARGET else []
+
+if _TASK_TASKS:
+
+    class TaskEndpointUser(_LoopbackHttpUser):
+        """/classify, /sentiment, /embed and /generate with JSON bodies."""
+
+        tasks = _TASK_TASKS
+
+
+if _V2_TASKS:
+
+    class V2HttpUser(_LoopbackHttpUser):
+        """KServe v2 over HTTP: JSON tensors and the binary tensor data extension."""
+
+        tasks = _V2_TASKS
+
+
+class GrpcUser(User):
+    """KServe v2 over gRPC: ModelInfer with raw tensor contents, reported to Locust as `grpc`."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.grpc = RawInferClient(GRPC_TARGET)
+
+    def on_stop(self) -> None:
+        self.grpc.close()
+
+    def infer(self, name: str, body: bytes) -> None:
+        started = time.perf_counter()
+        length, error = 0, None
+        try:
+            length = len(self.grpc.infer(body))
+        except Exception as exc:  # grpc.RpcError and friends: a failed request, not a crash
+            error = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=error,
+            context={},
+        )
+
+
+if _GRPC_TASKS:
+
+    class V2GrpcUser(GrpcUser):
+        tasks = _GRPC_TASKS
+
+
+@events.init.add_listener
+def _bound_requests(environment: Environment, **_: Any) -> None:
+    """Stop the whole run after ZOOSERVE_LOAD_MAX_REQUESTS requests (the count bound)."""
+    if not MAX_REQUESTS:
+        return
+    sent = 0
+
+    def count(**__: Any) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == MAX_REQUESTS and environment.runner is not None:
+            import gevent
+
+            gevent.spawn(environment.runner.quit)
+
+    environment.events.request.add_listener(count)
