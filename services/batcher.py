@@ -64,10 +64,6 @@ class Batcher:
         self._batch_seconds = 0.05  # running estimate, for Retry-After
         self.incoming = 0  # requests being preprocessed for this batcher: rows on their way
 
-    @property
-    def queued_rows(self) -> int:
-        return len(self._queue)
-
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 

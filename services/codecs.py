@@ -59,11 +59,10 @@ class GenerateRequest(BaseModel):
 
 @dataclass
 class TaskRequest:
-    """A decoded task request: items, the model asked for, options for postprocessing."""
+    """A decoded task request: items and options for postprocessing."""
 
     items: list[Any]
     field: str  # the wire name of the items, for error messages
-    model: str | None
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -107,7 +107,7 @@ def create_app() -> FastAPI:
         top_k = codecs.as_int(data, "top_k", multipart, 5, 1, 1000)
         images = codecs.image_bytes(codecs.item_list(data, "images", limits), "images")
         runtime = runtime_for("classify", model)
-        results = await infer(runtime, codecs.TaskRequest(images, "images", model, {"top_k": top_k}), "classify")
+        results = await infer(runtime, codecs.TaskRequest(images, "images", {"top_k": top_k}), "classify")
         return {"model": runtime.name, "results": results}
 
     async def text_task(request: Request, task: Task) -> Any:
@@ -116,7 +116,7 @@ def create_app() -> FastAPI:
         model = codecs.as_model(data, multipart)
         items = codecs.texts(codecs.item_list(data, "texts", limits), "texts", limits)
         runtime = runtime_for(task, model)
-        results = await infer(runtime, codecs.TaskRequest(items, "texts", model), task)
+        results = await infer(runtime, codecs.TaskRequest(items, "texts"), task)
         return {"model": runtime.name, "results": results}
 
     @task_route("/sentiment", TextRequest, "Sentiment label and probabilities per text")
@@ -144,7 +144,7 @@ def create_app() -> FastAPI:
             count = codecs.as_int(data, "count", multipart, 1, 1, limits.max_count)
             items, field = [secrets.randbelow(MAX_SEED + 1) for _ in range(count)], "seeds"
         runtime = runtime_for("generate", model)
-        images = await infer(runtime, codecs.TaskRequest(items, field, model), "generate")
+        images = await infer(runtime, codecs.TaskRequest(items, field), "generate")
         if grid:
             return Response(codecs.grid_png(images), media_type="image/png")
         results = [{"image": codecs.b64(codecs.png(image))} for image in images]
