@@ -21,9 +21,10 @@ install: $(STAMP)
 export: install
 	$(BIN)/zoo export --all --if-missing
 
-# Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground.
+# Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground;
+# WORKERS=N runs N serving processes (ZOOSERVE_WORKERS), each with every model.
 serve: export
-	exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-0.0.0.0} --port $(PORT)
+	$(if $(WORKERS),ZOOSERVE_WORKERS=$(WORKERS)) exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-0.0.0.0} --port $(PORT)
 
 # System tools the tests drive: promtool (Debian's prometheus).  Installed only when missing.
 tools:

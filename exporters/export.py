@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from exporters import store
+from zoo import artifact as store
 from zoo import create
 from zoo.api import Plugin
+from zoo.artifact import FORMATS, RUNNABLE, Format
 
-Format = Literal["onnx", "tensorrt", "torch"]
 Precision = Literal["fp32", "fp16"]
-FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
-WEIGHTS_FILE = "weights.safetensors"
 Progress = Callable[[str], None]
 
 
@@ -105,9 +103,7 @@ def export(
         }
         labels = {"zoo-model": name, "format": fmt, "precision": precision}
         if store.find(target, version) is not None:  # a forced re-export replaces the old copy
-            import bentoml
-
-            bentoml.models.delete(f"{target}:{version}")
+            store.delete(target, version)
         artifact = store.save(target, version, work, meta, labels)
     progress(f"{name}: saved {artifact.tag} in {seconds:.1f} s")
     return ExportResult(artifact, created=True, seconds=seconds)
@@ -127,17 +123,10 @@ def _build(
 
         plugin.write_assets(work)
         module = plugin.build()
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / WEIGHTS_FILE))
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / RUNNABLE["torch"]))
         return None
     from exporters.tensorrt import build_engine
 
     # Engines are built from the ONNX artifact of the same weights and config.
     onnx = export(plugin.name, "onnx", plugin.weights, "fp32", overrides, progress=progress)
     return build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()
-
-
-def export_all(fmt: Format = "onnx", progress: Progress = print) -> list[ExportResult]:
-    """Every registered model with its defaults: what `make serve` needs."""
-    from zoo import list_models
-
-    return [export(name, fmt, progress=progress) for name in list_models()]

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from exporters.parity import ParityReport, compare, parity_batches
-from services.backends import OrtBackend, TorchBackend
+from exporters.parity import compare, parity_batches
 from zoo.api import BATCH, Batch, ExportSpec, Plugin, collate
+from zoo.artifact import RUNNABLE, ParityReport
+from zoo.runners import OrtRunner, TorchRunner
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = RUNNABLE["onnx"]
 Progress = Callable[[str], None]
 
 
@@ -114,8 +113,8 @@ def export_onnx(plugin: Plugin[Any], dest: Path, progress: Progress = print) -> 
             )
         )
     progress(f"{plugin.name}: checking ONNX Runtime against eager torch")
-    reference = TorchBackend(module, spec)
-    candidate = OrtBackend(path)
+    reference = TorchRunner(module, spec)
+    candidate = OrtRunner(path)
     return compare(
         reference.run,
         candidate.run,
@@ -124,9 +123,3 @@ def export_onnx(plugin: Plugin[Any], dest: Path, progress: Progress = print) -> 
         spec.rtol,
         f"{plugin.name} ONNX",
     )
-
-
-def example_feeds(plugin: Plugin[Any], assets: Path) -> dict[str, np.ndarray]:
-    """Preprocessed example items as one batch (warm-up and smoke checks)."""
-    processor = plugin.processor(assets)
-    return collate([processor.preprocess(item) for item in plugin.example_items()], plugin.spec)

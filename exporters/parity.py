@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from zoo.api import Batch, Plugin, Processor, collate
+from zoo.artifact import ParityReport
 
 Runner = Callable[[Batch], dict[str, np.ndarray]]
 
 
 class ParityError(AssertionError):
     """An exported artifact whose outputs miss the spec's tolerance."""
-
-
-@dataclass
-class ParityReport:
-    """Max errors over every case; `cases` records each batch's shape and errors."""
-
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    atol: float = 0.0
-    rtol: float = 0.0
-    cases: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parity_batches(plugin: Plugin[Any], processor: Processor) -> Iterator[Batch]:

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporters.onnx import MODEL_FILE
-from exporters.parity import ParityReport, compare, parity_batches
-from exporters.store import Artifact
-from services.backends import BackendUnavailable, OrtBackend
+from exporters.parity import compare, parity_batches
 from zoo.api import Plugin
+from zoo.artifact import RUNNABLE, Artifact, ParityReport
+from zoo.runners import BackendUnavailable, OrtRunner
 
-ENGINE_FILE = "model.engine"
+ENGINE_FILE = RUNNABLE["tensorrt"]
 WORKSPACE_BYTES = 4 << 30
 Progress = Callable[[str], None]
 
@@ -62,7 +61,7 @@ def build_engine(
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx.path / MODEL_FILE)):
+    if not parser.parse_from_file(str(onnx.runnable)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{plugin.name}: TensorRT cannot parse the ONNX model: {errors}")
     config = builder.create_builder_config()
@@ -83,14 +82,13 @@ def build_engine(
         raise RuntimeError(f"{plugin.name}: TensorRT failed to build the engine (see its log above)")
     dest.mkdir(parents=True, exist_ok=True)
     (dest / ENGINE_FILE).write_bytes(bytes(serialized))
-    for item in onnx.path.iterdir():  # the processor's assets travel with the engine
-        if item.name not in (MODEL_FILE, "zooserve.json", "model.yaml") and item.is_file():
-            shutil.copy2(item, dest / item.name)
+    for item in onnx.assets():  # the processor's assets travel with the engine
+        shutil.copy2(item, dest / item.name)
 
-    from services.tensorrt_runtime import TensorRTBackend
+    from zoo.tensorrt_runner import TensorRTRunner
 
-    engine = TensorRTBackend(dest / ENGINE_FILE, spec)
-    reference = OrtBackend(onnx.path / MODEL_FILE)
+    engine = TensorRTRunner(dest / ENGINE_FILE, spec)
+    reference = OrtRunner(onnx.runnable)
     atol = spec.atol if precision == "fp32" else spec.fp16_atol
     rtol = spec.rtol if precision == "fp32" else spec.fp16_atol
     progress(f"{plugin.name}: checking the engine against ONNX Runtime")

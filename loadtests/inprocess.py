@@ -1,8 +1,8 @@
 """The limit of this machine: what a model does in-process, with no server in the way.
 
-Uses the server's own code path and settings: `services.runtime.load_artifact` and
-`build_backend` (so `OrtBackend` with the same intra-op threads and no spinning), the
-plugin's processor and `collate`/`split`.  For each model and fixed payload it measures
+Uses the server's own code path and settings: `services.model.load_from_store` (so
+`OrtRunner` with the same intra-op threads and no spinning), the plugin's processor,
+`collate`/`split`, and the task table's JSON encoding of each result.  For each model and fixed payload it measures
 
 - backend: rows/s of `collate + backend.run + split` on preprocessed arrays, batch sizes 1..N;
 - pipeline: rows/s including decode/tokenize/seed preprocessing (on a pool of the server's
@@ -75,21 +75,18 @@ class Limit:
     """One model loaded the server's way."""
 
     def __init__(self, model: str) -> None:
-        from services.backends import cpu_threads
         from services.config import load_settings
-        from services.runtime import build_backend, load_artifact
-        from zoo import get
+        from services.model import load_from_store
+        from zoo.runners import cpu_threads
 
         env = {**os.environ, "ZOOSERVE_MODELS": model}
         self.settings = load_settings(env)
-        artifact = load_artifact(model, self.settings)
-        self.plugin = get(model).from_config_dict(artifact.metadata["config"])
-        self.processor = self.plugin.processor(artifact.path)
-        self.backend = build_backend(self.plugin, artifact, self.settings)
+        parts = load_from_store(model, self.settings)
+        self.plugin, self.processor, self.backend = parts.plugin, parts.processor, parts.runner
         self.threads = cpu_threads()
         self.pool = ThreadPoolExecutor(self.threads)
         self.max_batch = self.settings.for_model(model).max_batch_size
-        self.version = artifact.version
+        self.version = parts.version
 
     def compute(self, rows: list[Any]) -> list[Any]:
         from zoo.api import collate, split
@@ -101,7 +98,11 @@ class Limit:
             rows = [self.processor.preprocess(item) for item in items]
         else:
             rows = list(self.pool.map(self.processor.preprocess, items))
-        return [self.processor.postprocess(out, task, {}) for out in self.compute(rows)]
+        from services.tasks import TASKS
+
+        codec = TASKS[task]
+        options = codec.read_options({})
+        return [codec.to_json(self.processor.postprocess(out, task), options) for out in self.compute(rows)]
 
     def measure(self, item: Any, task: str, sizes: Sequence[int], seconds: float) -> dict[str, Any]:
         row = self.processor.preprocess(item)
@@ -158,8 +159,8 @@ def serve(model: str) -> None:
 
 def run(models: Sequence[str], sizes: Sequence[int], seconds: float, labels: Sequence[str] = ()) -> dict[str, Any]:
     """The limit of every model (only `labels` where given), plus the machine."""
-    from services.backends import cpu_threads
     from zoo import get
+    from zoo.runners import cpu_threads
 
     result: dict[str, Any] = {
         "machine": machine(),
@@ -174,8 +175,11 @@ def run(models: Sequence[str], sizes: Sequence[int], seconds: float, labels: Seq
             if labels and label not in labels:
                 continue
             entry["labels"][label] = limit.measure(item, task, sizes, seconds)
-            print(f"in-process {model} {label}: {json.dumps(entry['labels'][label]['backend_best'])} "
-                  f"pipeline {json.dumps(entry['labels'][label]['pipeline_best'])}", flush=True)
+            print(
+                f"in-process {model} {label}: {json.dumps(entry['labels'][label]['backend_best'])} "
+                f"pipeline {json.dumps(entry['labels'][label]['pipeline_best'])}",
+                flush=True,
+            )
         result["models"][model] = entry
         limit.pool.shutdown()
     return result

@@ -16,10 +16,21 @@ several sizes and formats, texts of several lengths, several seeds).  Tags are a
 rather than with Locust's --tags, so a user class left without tasks is simply not defined.
 Users are closed loop (no wait between requests); `loadtests/locust_shapes.py` adds a step
 load shape.
+
+With --csv PREFIX, when Locust exits (its quit event, after the users stopped) this file
+rewrites PREFIX_stats.csv, PREFIX_failures.csv and PREFIX_exceptions.csv with the final stats:
+Locust itself rewrites them once a second and not at the end, so the requests that answered
+after its last pass (those of users finishing their last task while the run stops,
+--stop-timeout) were in report.html but not in the CSV files.  It also writes
+PREFIX_stages.json: when each spawning completed and at how many users, and when the run began
+stopping, which the reports use to keep only samples of the stats history taken at a steady
+user count.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import random
 import time
@@ -30,6 +41,7 @@ from urllib.parse import urlparse
 
 import grpc.experimental.gevent as grpc_gevent
 from locust import FastHttpUser, User, constant, events, tag
+from locust import stats as locust_stats
 from locust.env import Environment
 
 from loadtests.grpcraw import RawInferClient
@@ -171,3 +183,40 @@ def _bound_requests(environment: Environment, **_: Any) -> None:
             gevent.spawn(environment.runner.quit)
 
     environment.events.request.add_listener(count)
+
+
+def _replace(path: str, write: Callable[[Any], None]) -> None:
+    """Write a file whole under a temporary name, then move it over `path` (Locust still holds
+    its own handle on the old file until it exits; nothing it writes there can reach the new one)."""
+    temporary = f"{path}.final"
+    with open(temporary, "w") as fh:  # opened as Locust opens its CSV files
+        write(fh)
+    os.replace(temporary, path)
+
+
+@events.init.add_listener
+def _final_report_files(environment: Environment, **_: Any) -> None:
+    """With --csv: the final stats CSV files and the stage log, when Locust exits."""
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix:
+        return
+    stages: dict[str, Any] = {"spawned": [], "stopping": None}
+
+    def spawned(user_count: int, **__: Any) -> None:
+        stages["spawned"].append({"t": time.time(), "users": user_count})
+
+    def stopping(**__: Any) -> None:
+        if stages["stopping"] is None:
+            stages["stopping"] = time.time()
+
+    def final(**__: Any) -> None:
+        # the users have stopped (runner.quit ran, report.html is written): these stats are final
+        writer = locust_stats.StatsCSV(environment, locust_stats.PERCENTILES_TO_REPORT)
+        _replace(f"{prefix}_stats.csv", lambda fh: writer.requests_csv(csv.writer(fh)))
+        _replace(f"{prefix}_failures.csv", lambda fh: writer.failures_csv(csv.writer(fh)))
+        _replace(f"{prefix}_exceptions.csv", lambda fh: writer.exceptions_csv(csv.writer(fh)))
+        _replace(f"{prefix}_stages.json", lambda fh: json.dump(stages, fh, indent=1))
+
+    environment.events.spawning_complete.add_listener(spawned)
+    environment.events.test_stopping.add_listener(stopping)
+    environment.events.quit.add_listener(final)

@@ -164,8 +164,8 @@ class Builder:
 
 def load_processor(model: str) -> tuple[Any, Any]:
     """(plugin, processor) of `model` as exported in the current BENTOML_HOME, or (None, None)."""
-    from exporters.store import find, store_name
     from zoo import get
+    from zoo.artifact import find, store_name
 
     for fmt in ("onnx", "torch"):
         artifact = find(store_name(model, fmt))
@@ -225,8 +225,8 @@ def read_manifest(folder: Path) -> list[Payload]:
 
 def exported_models() -> list[str]:
     """The zoo models that have an ONNX export in the current BENTOML_HOME."""
-    from exporters.store import find, store_name
     from zoo import list_models
+    from zoo.artifact import find, store_name
 
     return [m for m in list_models() if find(store_name(m, "onnx")) is not None]
 

@@ -12,10 +12,9 @@ import os
 
 import bentoml
 
-from services.codecs import png
 from services.config import load_settings
-from services.runtime import build_backend, load_artifact
-from zoo import get
+from services.model import load_from_store
+from services.tasks import TASKS
 from zoo.api import collate, split
 
 MAX_BATCH = int(os.environ.get("ZOOSERVE_BASELINE_MAX_BATCH", "32"))
@@ -25,28 +24,26 @@ MAX_BATCH = int(os.environ.get("ZOOSERVE_BASELINE_MAX_BATCH", "32"))
 class Baseline:
     def __init__(self) -> None:
         settings = load_settings()
-        self.models = {}
-        for name in settings.models:
-            artifact = load_artifact(name, settings)
-            plugin = get(name).from_config_dict(artifact.metadata["config"])
-            self.models[name] = (plugin, plugin.processor(artifact.path), build_backend(plugin, artifact, settings))
+        self.models = {name: load_from_store(name, settings) for name in settings.models}
 
-    def _run(self, name: str, items: list, task: str, options: dict) -> list:
-        plugin, processor, backend = self.models[name]
-        rows = [processor.preprocess(item) for item in items]
-        outputs = split(backend.run(collate(rows, plugin.spec)), len(rows))
-        return [processor.postprocess(row, task, options) for row in outputs]  # type: ignore[arg-type]
+    def _run(self, name: str, items: list, task: str) -> list:
+        """The same processor, runner and JSON encoding as zooserve, without its batcher."""
+        parts = self.models[name]
+        codec = TASKS[task]
+        options = codec.read_options({})
+        rows = [parts.processor.preprocess(item) for item in items]
+        outputs = split(parts.runner.run(collate(rows, parts.spec)), len(rows))
+        return [codec.to_json(parts.processor.postprocess(row, task), options) for row in outputs]
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10_000)
     def generate(self, seeds: list[int]) -> list[str]:
-        images = self._run("gan_generator", seeds, "generate", {})
-        return [base64.b64encode(png(image)).decode() for image in images]
+        return [result["image"] for result in self._run("gan_generator", seeds, "generate")]
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10_000)
     def classify(self, images: list[str]) -> list[list[dict]]:
         name = os.environ.get("ZOOSERVE_BASELINE_CLASSIFIER", "resnet50")
-        return self._run(name, [base64.b64decode(i) for i in images], "classify", {"top_k": 5})
+        return self._run(name, [base64.b64decode(i) for i in images], "classify")
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10_000)
     def sentiment(self, texts: list[str]) -> list[dict]:
-        return self._run(os.environ.get("ZOOSERVE_BASELINE_TEXT", "lstm_sentiment"), texts, "sentiment", {})
+        return self._run(os.environ.get("ZOOSERVE_BASELINE_TEXT", "lstm_sentiment"), texts, "sentiment")

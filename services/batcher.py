@@ -21,26 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from services.config import Batching
+from services.errors import DeadlineExceeded, Overloaded, Unavailable
 from services.metrics import ModelMetrics
 from zoo.api import Row
 
 RunBatch = Callable[[list[Row]], list[Row]]
-
-
-class Overloaded(Exception):
-    """The queue is full; retry after `retry_after` seconds."""
-
-    def __init__(self, model: str, queued: int, limit: int, retry_after: float) -> None:
-        super().__init__(f"{model} is overloaded: {queued} rows queued, limit {limit}; retry later")
-        self.retry_after = retry_after
-
-
-class DeadlineExceeded(Exception):
-    """The request did not finish within its timeout."""
-
-
-class Closed(Exception):
-    """The batcher is shutting down."""
 
 
 @dataclass(slots=True)
@@ -80,11 +65,14 @@ class Batcher:
     async def submit(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
         """Queue `rows` together and return their outputs in order."""
         if self._closed:
-            raise Closed(f"{self.name} is shutting down")
+            raise Unavailable(f"{self.name} is shutting down", retry_after=5)
         limit = self.config.max_queue_size
         if len(self._queue) + len(rows) > limit:
             batches_ahead = len(self._queue) / self.config.max_batch_size + 1
-            raise Overloaded(self.name, len(self._queue), limit, max(1.0, batches_ahead * self._batch_seconds))
+            raise Overloaded(
+                f"{self.name} is overloaded: {len(self._queue)} rows queued, limit {limit}; retry later",
+                retry_after=max(1.0, batches_ahead * self._batch_seconds),
+            )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         pending = [_Pending(row, loop.create_future(), now) for row in rows]

@@ -1,40 +1,26 @@
-"""Wire codecs for the task endpoints: HTTP bodies to domain items, results to JSON/PNG.
+"""The HTTP side of the task endpoints: bodies (JSON or multipart) to fields, and PNG out.
 
-Runtimes never see the wire format (MLServer's rule).  Every problem becomes an `ApiError`
-that names the field, e.g. `images[2]`.
+Runtimes never see the wire format (MLServer's rule).  Every problem becomes a ServeError
+(services/errors.py) that names the field, e.g. `images[2]`.  What each task's fields mean
+lives in the task table (services/tasks.py).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from services.config import Limits
-
-
-class ApiError(Exception):
-    """A client-facing error: status, message, and the field it concerns."""
-
-    def __init__(self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.field = field
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, "field": self.field}
+from services.errors import CANCELLED, BadRequest, ServeError, TooLarge, UnsupportedMedia
 
 
 # -- request documents (OpenAPI) ----------------------------------------------------------
@@ -57,27 +43,21 @@ class GenerateRequest(BaseModel):
     model: str = "gan_generator"
 
 
-@dataclass
-class TaskRequest:
-    """A decoded task request: items and options for postprocessing."""
-
-    items: list[Any]
-    field: str  # the wire name of the items, for error messages
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 # -- bodies -------------------------------------------------------------------------------
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) past `limit` bytes whether or not it declares a length."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes", "body")
+        raise TooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes", "body")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"request body exceeds the limit of {limit} bytes", "body")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ServeError("the client disconnected before the body was complete", "body", kind=CANCELLED) from None
     return b"".join(chunks)
 
 
@@ -87,7 +67,7 @@ async def parse_form(request: Request, body: bytes, limits: Limits) -> dict[str,
     try:
         form = await request.form(max_files=limits.max_items + 1, max_fields=limits.max_items + 16)
     except Exception as exc:
-        raise ApiError(400, f"malformed multipart body: {exc}", "body") from None
+        raise BadRequest(f"malformed multipart body: {exc}", "body") from None
     fields: dict[str, list[Any]] = {}
     for key, value in form.multi_items():
         fields.setdefault(key, []).append(await value.read() if isinstance(value, UploadFile) else value)
@@ -98,9 +78,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "body") from None
+        raise BadRequest(f"malformed JSON: {exc}", "body") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object", "body")
+        raise BadRequest("the JSON body must be an object", "body")
     return data
 
 
@@ -113,15 +93,16 @@ async def decode_request(request: Request, limits: Limits) -> tuple[dict[str, An
     if media in ("application/json", "", "text/plain") or body.lstrip()[:1] == b"{":
         # curl -d sends JSON labelled as a form; the body says what it is
         return parse_json(body), False
-    raise ApiError(415, f"unsupported content type {media}; send application/json or multipart/form-data", "body")
+    raise UnsupportedMedia(f"unsupported content type {media}; send application/json or multipart/form-data", "body")
 
 
 # -- fields ---------------------------------------------------------------------------------
-def _single(data: Mapping[str, Any], name: str, multipart: bool) -> Any:
+def single(data: Mapping[str, Any], name: str, multipart: bool) -> Any:
+    """A field given at most once (multipart fields arrive as lists)."""
     value = data.get(name)
     if multipart and isinstance(value, list):
         if len(value) != 1:
-            raise ApiError(400, f"give {name} once", name)
+            raise BadRequest(f"give {name} once", name)
         value = value[0]
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
@@ -129,92 +110,53 @@ def _single(data: Mapping[str, Any], name: str, multipart: bool) -> Any:
 
 
 def as_int(data: Mapping[str, Any], name: str, multipart: bool, default: int, lo: int, hi: int) -> int:
-    value = _single(data, name, multipart)
+    value = single(data, name, multipart)
     if value is None:
         return default
     if isinstance(value, str) and multipart:
         value = value.strip()
         value = int(value) if value.lstrip("-").isdigit() else value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"{name} must be an integer", name)
+        raise BadRequest(f"{name} must be an integer", name)
     if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}", name)
+        raise BadRequest(f"{name} must be between {lo} and {hi}", name)
     return value
 
 
 def as_bool(data: Mapping[str, Any], name: str, multipart: bool) -> bool:
-    value = _single(data, name, multipart)
+    value = single(data, name, multipart)
     if value is None:
         return False
     if isinstance(value, str) and multipart:
         value = {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower(), value)
     if not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false", name)
+        raise BadRequest(f"{name} must be true or false", name)
     return value
 
 
 def as_model(data: Mapping[str, Any], multipart: bool) -> str | None:
-    value = _single(data, "model", multipart)
+    value = single(data, "model", multipart)
     if value is not None and not isinstance(value, str):
-        raise ApiError(400, "model must be a string", "model")
+        raise BadRequest("model must be a string", "model")
     return value
 
 
 def item_list(data: Mapping[str, Any], name: str, limits: Limits) -> list[Any]:
     """A field that holds one item or a list of them, within the item limit."""
     if name not in data or data[name] is None:
-        raise ApiError(400, f"{name} is required", name)
+        raise BadRequest(f"{name} is required", name)
     value = data[name]
     items = value if isinstance(value, list) else [value]
-    if not items:
-        raise ApiError(400, f"{name} is empty", name)
-    if len(items) > limits.max_items:
-        raise ApiError(400, f"too many {name}: {len(items)} > {limits.max_items} per request", name)
+    check_count(len(items), name, limits)
     return items
 
 
-def image_bytes(items: list[Any], name: str) -> list[bytes]:
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, bytes):
-            out.append(item)
-        elif isinstance(item, str):
-            text = item.split(",", 1)[1] if item.startswith("data:") else item
-            try:
-                out.append(base64.b64decode(text, validate=True))
-            except (binascii.Error, ValueError):
-                raise ApiError(400, "not valid base64", f"{name}[{i}]") from None
-        else:
-            raise ApiError(400, "expected a base64 string or a file", f"{name}[{i}]")
-    return out
-
-
-def texts(items: list[Any], name: str, limits: Limits) -> list[str]:
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ApiError(400, "not UTF-8 text", f"{name}[{i}]") from None
-        if not isinstance(item, str):
-            raise ApiError(400, "expected a string", f"{name}[{i}]")
-        if len(item) > limits.max_text_chars:
-            raise ApiError(400, f"text of {len(item)} characters exceeds {limits.max_text_chars}", f"{name}[{i}]")
-        out.append(item)
-    return out
-
-
-def seeds(items: list[Any], multipart: bool) -> list[int]:
-    """Integer seeds; range checks belong to the model (0..2^32-1 for the GAN)."""
-    out = []
-    for i, item in enumerate(items):
-        if multipart and isinstance(item, str) and item.strip().isdigit():
-            item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise ApiError(400, "a seed must be an integer", f"seeds[{i}]")
-        out.append(item)
-    return out
+def check_count(count: int, name: str, limits: Limits) -> None:
+    """The one check of how many items a request holds (task endpoints and v2 `_raw`)."""
+    if count < 1:
+        raise BadRequest(f"{name} is empty", name)
+    if count > limits.max_items:
+        raise BadRequest(f"too many {name}: {count} > {limits.max_items} per request", name)
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from zoo.api import InputLimits
+
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
 
@@ -49,12 +51,16 @@ class Batching:
 
 @dataclass(frozen=True)
 class Limits:
-    max_items: int = 64  # items per task request
-    max_pixels: int = 40_000_000  # per decoded image
+    max_items: int = 64  # items per request, task endpoints and v2 `_raw` alike
+    max_pixels: int = InputLimits.max_pixels  # per decoded image (the processors check it)
     max_body_bytes: int = 16 << 20  # task endpoints (413 beyond)
-    max_text_chars: int = 100_000
+    max_text_chars: int = InputLimits.max_text_chars  # per text (the processors check it)
     max_count: int = 64  # /generate count
     max_v2_body_bytes: int = 64 << 20  # KServe v2 over HTTP and gRPC
+
+    def for_items(self) -> InputLimits:
+        """What the plugins' processors check per item."""
+        return InputLimits(max_pixels=self.max_pixels, max_text_chars=self.max_text_chars)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Settings:
     device: str = "cpu"
     grpc_port: int = 8001
     grpc_host: str = "0.0.0.0"
+    workers: int = 1  # serving processes; /readyz is 200 only when every one is ready
     fp16: bool = True  # torch on CUDA
     warmup_s: float = 60.0  # bound on the warm-up of each model
     batching: Mapping[str, Batching] = field(default_factory=dict)
@@ -119,8 +126,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
     except ValueError:
         raise ConfigError("ZOOSERVE_GRPC_PORT must be an integer") from None
+    try:
+        workers = int(env.get("ZOOSERVE_WORKERS", data.get("workers", 1)))
+    except ValueError:
+        raise ConfigError("ZOOSERVE_WORKERS must be an integer") from None
+    if workers < 1:
+        raise ConfigError("ZOOSERVE_WORKERS must be at least 1")
     return Settings(
         models=models,
+        workers=workers,
         backend=backend,
         device=device,
         grpc_port=grpc_port,

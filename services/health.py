@@ -6,7 +6,11 @@ error that stopped it.  Requests for zooserve's own routes go straight to its Fa
 BentoML's per-request tracing, access-log, timeout and traffic-metrics middlewares cost
 ~0.5 ms of the single event-loop thread per request (py-spy, tiny model at 600 req/s), and
 zooserve measures, times and bounds those requests itself.  Everything else (/metrics,
-/docs.json, BentoML routes) takes BentoML's usual path.
+/docs.json, BentoML routes) takes BentoML's usual path, so BentoML's own `bentoml_service_*`
+series count only those routes, never zooserve's.
+
+With several workers, /readyz is 200 only when every worker is ready (services/workers.py);
+its body lists this worker's models and the count of ready workers.
 """
 
 from __future__ import annotations
@@ -16,20 +20,17 @@ import os
 import sys
 from typing import Any
 
-from services.runtime import HUB
+from services.hub import Hub
 
 Scope = dict[str, Any]
 
 
-FAST_PREFIXES = ("/classify", "/sentiment", "/embed", "/generate", "/v2")
-
-
 class FrontDoor:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        from services.service import http_app  # the app mounted into the service
-
-        self.fast = http_app
+    def __init__(self, app: Any, fast: Any, hub: Hub, fast_prefixes: tuple[str, ...]) -> None:
+        self.app = app  # BentoML's
+        self.fast = fast  # zooserve's own routes
+        self.hub = hub
+        self.fast_prefixes = (*fast_prefixes, "/v2")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
@@ -37,9 +38,9 @@ class FrontDoor:
             # torch_imported lets operators (and a test) see that ONNX Runtime serving stays torch-free
             await _json(send, 200, {"live": True, "pid": os.getpid(), "torch_imported": "torch" in sys.modules})
         elif path == "/readyz":
-            body = HUB.readiness()
+            body = self.hub.readiness()
             await _json(send, 200 if body["ready"] else 503, body)
-        elif path is not None and path.startswith(FAST_PREFIXES):
+        elif path is not None and path.startswith(self.fast_prefixes):
             await self.fast(scope, receive, send)
         else:
             await self.app(scope, receive, send)

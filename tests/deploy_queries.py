@@ -11,16 +11,23 @@ be scraped.  Histogram series are reduced to their base name (`x_bucket`, `x_sum
 (`level:metric:operation`, with colons) are not scraped and are left out; the metrics they are
 computed from are in.  GPU_ONLY_METRICS appear only in a GPU server's scrape.
 
+The label values the queries rely on are here too: the failure reasons by class (server
+faults, shedding, client faults) and the buckets of zooserve_batch_size_rows.
+
 Also a small CLI for deploy/check-chart.sh:
   python tests/deploy_queries.py names                 # one used metric name a line
   python tests/deploy_queries.py promql-rules OUT.yaml # every query as a recording rule, for
                                                        # `promtool check rules` (parses PromQL)
   python tests/deploy_queries.py adapter-rules OUT.yaml  # the adapter queries, expanded as the
-                                                       # adapter does, for deploy/prometheus/adapter_test.yaml
+                                                       # adapter does: deploy/prometheus/adapter_rules.yaml,
+                                                       # the committed rule file of adapter_test.yaml
+  python tests/deploy_queries.py adapter-rules --check deploy/prometheus/adapter_rules.yaml
+                                                       # exit 1 (and a diff) when it drifted
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sys
@@ -36,6 +43,20 @@ CHART = DEPLOY / "helm" / "zooserve"
 RULES_FILE = CHART / "files" / "prometheus" / "rules.yaml"
 DASHBOARD_FILE = CHART / "files" / "grafana" / "zooserve-dashboard.json"
 ADAPTER_FILE = DEPLOY / "prometheus-adapter" / "values.yaml"
+# Generated from ADAPTER_FILE (`adapter-rules`), committed so that
+# `promtool test rules deploy/prometheus/adapter_test.yaml` runs on its own; check-chart.sh fails
+# when the committed file differs from what would be generated.
+ADAPTER_RULES_FILE = DEPLOY / "prometheus" / "adapter_rules.yaml"
+ADAPTER_RULES_COMMAND = "python tests/deploy_queries.py adapter-rules deploy/prometheus/adapter_rules.yaml"
+
+# zooserve_request_failure_total{reason}: every value, by class.  A failure before a model is
+# resolved (unknown model, malformed body, 413 by header) has model="" version="" backend="".
+SERVER_FAULT_REASONS = ("timeout", "error")  # the error ratio's numerator
+SHED_REASONS = ("rejected",)  # work refused: queue full (429), model not ready or stopping (503)
+CLIENT_FAULT_REASONS = ("bad_input", "not_found", "too_large", "unsupported_media", "unauthenticated", "cancelled")
+FAILURE_REASONS = SHED_REASONS + SERVER_FAULT_REASONS + CLIENT_FAULT_REASONS
+# zooserve_batch_size_rows: bins centred on integer sizes (le = n + 0.5), batches up to 256 rows.
+BATCH_SIZE_BUCKETS = (0.5, 1.5, 2.5, 3.5, 4.5, 7.5, 8.5, 15.5, 16.5, 31.5, 32.5, 63.5, 64.5, 127.5, 128.5, 255.5, 256.5)
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # Exposed only by pods that run on a GPU (NVML); a CPU server's /metrics lacks them.
@@ -199,22 +220,59 @@ def _write_rules(path: Path, queries: list[tuple[str, str]], prefix: str) -> Non
     path.write_text(yaml.safe_dump({"groups": [{"name": prefix, "rules": rules}]}, sort_keys=False))
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the queries) as literal blocks, as a person would write them."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None),
+)
+
+
+def adapter_rules_text() -> str:
+    """The rule file adapter_test.yaml reads: each metricsQuery expanded for pods zooserve-a and
+    zooserve-b of namespace ml, grouped by pod, recorded under the custom metric's name."""
+    rules = [
+        {
+            "record": r["name"]["as"],
+            "expr": expand_adapter_query(r, 'namespace="ml",pod=~"zooserve-a|zooserve-b"', "pod"),
+        }
+        for r in adapter_rules()
+    ]
+    header = (
+        "# GENERATED from deploy/prometheus-adapter/values.yaml: do not edit.  Regenerate with\n"
+        f"#   {ADAPTER_RULES_COMMAND}\n"
+        "# deploy/check-chart.sh fails when this file differs from what it would generate.\n"
+    )
+    return header + yaml.dump(
+        {"groups": [{"name": "adapter", "rules": rules}]}, Dumper=_BlockDumper, sort_keys=False, width=120
+    )
+
+
+def adapter_rules_drift(path: Path = ADAPTER_RULES_FILE) -> str:
+    """The empty string when `path` holds exactly what adapter_rules_text() generates, else a diff."""
+    want = adapter_rules_text()
+    have = path.read_text() if path.is_file() else ""
+    if have == want:
+        return ""
+    diff = difflib.unified_diff(have.splitlines(True), want.splitlines(True), str(path), "generated")
+    return "".join(diff) or f"{path} is missing"
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["names"]:
         print("\n".join(sorted(used_metric_names())))
     elif len(argv) == 2 and argv[0] == "promql-rules":
         _write_rules(Path(argv[1]), all_queries(), "zooserve_check")
     elif len(argv) == 2 and argv[0] == "adapter-rules":
-        # Expanded for pods zooserve-a and zooserve-b of namespace ml, grouped by pod, recorded
-        # under the custom metric's name (deploy/prometheus/adapter_test.yaml checks the values).
-        rules = [
-            {
-                "record": r["name"]["as"],
-                "expr": expand_adapter_query(r, 'namespace="ml",pod=~"zooserve-a|zooserve-b"', "pod"),
-            }
-            for r in adapter_rules()
-        ]
-        Path(argv[1]).write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}, sort_keys=False))
+        Path(argv[1]).write_text(adapter_rules_text())
+    elif len(argv) == 3 and argv[:2] == ["adapter-rules", "--check"]:
+        drift = adapter_rules_drift(Path(argv[2]))
+        if drift:
+            print(f"{argv[2]} is not what {ADAPTER_FILE.relative_to(REPO)} generates; run: {ADAPTER_RULES_COMMAND}")
+            print(drift)
+            return 1
     else:
         print(__doc__, file=sys.stderr)
         return 2

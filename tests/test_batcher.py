@@ -10,8 +10,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from services.batcher import Batcher, DeadlineExceeded, Overloaded
+from services.batcher import Batcher
 from services.config import Batching
+from services.errors import DeadlineExceeded, Overloaded
 from services.metrics import ModelMetrics
 
 

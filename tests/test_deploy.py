@@ -43,7 +43,7 @@ HELM_ENV = {
     "HELM_CONFIG_HOME": str(TOOLS / "helm-home" / "config"),
     "HELM_DATA_HOME": str(TOOLS / "helm-home" / "data"),
 }
-# The metrics zooserve exposes (names final), as the service's issue lists them.
+# The metrics zooserve exposes (names final), as services/metrics.py defines them.
 SERVED_METRICS = {
     "zooserve_request_success_total",
     "zooserve_request_failure_total",
@@ -436,10 +436,23 @@ def test_hpa_custom_metrics_match_the_adapter_rules() -> None:
 
 def test_adapter_rules_compute_per_pod_values(tmp_path: Path) -> None:
     promtool = need_promtool()
-    assert deploy_queries.main(["adapter-rules", str(tmp_path / "adapter_rules.yaml")]) == 0
-    shutil.copy(DEPLOY / "prometheus" / "adapter_test.yaml", tmp_path)
-    proc = run([promtool, "test", "rules", str(tmp_path / "adapter_test.yaml")])
+    # The committed test runs on its own, from any directory (its rule file is committed).
+    proc = run([promtool, "test", "rules", str(DEPLOY / "prometheus" / "adapter_test.yaml")], cwd=tmp_path)
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    test = yaml.safe_load((DEPLOY / "prometheus" / "adapter_test.yaml").read_text())
+    assert test["rule_files"] == ["adapter_rules.yaml"]
+
+
+def test_committed_adapter_rules_are_what_the_adapter_values_generate(tmp_path: Path) -> None:
+    assert deploy_queries.adapter_rules_drift() == "", deploy_queries.adapter_rules_drift()
+    generated = tmp_path / "adapter_rules.yaml"
+    assert deploy_queries.main(["adapter-rules", str(generated)]) == 0
+    assert generated.read_text() == deploy_queries.ADAPTER_RULES_FILE.read_text()
+    assert deploy_queries.main(["adapter-rules", "--check", str(generated)]) == 0
+    # Drift (an edited or stale copy) is detected.
+    generated.write_text(generated.read_text().replace("[2m]", "[5m]"))
+    assert deploy_queries.main(["adapter-rules", "--check", str(generated)]) == 1
+    assert "[5m]" in deploy_queries.adapter_rules_drift(generated)
 
 
 # --- Prometheus rules: one source, checked and unit-tested ------------------------------------------
@@ -447,7 +460,7 @@ def test_promtool_check_rules() -> None:
     promtool = need_promtool()
     proc = run([promtool, "check", "rules", str(deploy_queries.RULES_FILE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 12 rules found" in proc.stdout
+    assert "SUCCESS: 13 rules found" in proc.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -541,6 +554,250 @@ def test_dashboard_configmap_and_content() -> None:
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         assert 0 <= p["gridPos"]["x"] and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
     assert "$__rate_interval" in exprs
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads(deploy_queries.DASHBOARD_FILE.read_text())
+
+
+def _dashboard_panels() -> list[dict[str, Any]]:
+    return [p for p in deploy_queries._panels(_dashboard()["panels"]) if p["type"] != "row"]
+
+
+def _panel(title: str) -> dict[str, Any]:
+    (panel,) = [p for p in _dashboard_panels() if p["title"] == title]
+    return panel
+
+
+def test_dashboard_variables_and_matchers_work_without_the_labels() -> None:
+    """A plain Prometheus has no namespace (or pod) label: All must be the default and be `.*`,
+    which matches a missing label, and every matcher must be a regex match on the variable."""
+    dash = _dashboard()
+    variables = [v for v in dash["templating"]["list"] if v["type"] == "query"]
+    assert {v["name"] for v in variables} == {"namespace", "job", "model"}
+    for var in variables:
+        assert var["includeAll"] is True and var["allValue"] == ".*", var["name"]
+        assert var["current"]["value"] == ["$__all"], var["name"]
+    texts = [t["expr"] for p in _dashboard_panels() for t in p["targets"]]
+    texts += [v["query"]["query"] for v in variables if v["name"] != "namespace"]
+    texts += [v["definition"] for v in variables if v["name"] != "namespace"]
+    for text in texts:
+        for name in ("namespace", "job", "model"):
+            # Only `label=~"$label"` (and label!="" etc.): never `label="$label"`.
+            assert not re.search(rf'\b{name}\s*(=|!=|!~)\s*"\$\{{?{name}', text), text
+        for var in re.findall(r"\$\{?([A-Za-z_]\w*)", text):
+            assert var in {"namespace", "job", "model", "__rate_interval"}, (var, text)
+    # Every zooserve selector carries the namespace filter, a panel's the job filter too (the
+    # namespace variable's own query, label_values(zooserve_model_ready, namespace), excepted).
+    panel_texts = {t["expr"] for p in _dashboard_panels() for t in p["targets"]}
+    for text in texts:
+        for selector in re.findall(r"zooserve_\w+(\{[^}]*\})?", text):
+            assert 'namespace=~"$namespace"' in selector, text
+            assert text not in panel_texts or 'job=~"$job"' in selector, text
+
+
+def test_dashboard_queries_answer_on_a_plain_prometheus(tmp_path: Path) -> None:
+    """Every panel query and variable selector, with every variable at All, returns data from
+    series without namespace and pod labels (a plain Prometheus: job and instance only); the
+    panels whose meaning the review questioned read the right values."""
+    promtool = need_promtool()
+    series: list[dict[str, str]] = []
+
+    def add(name: str, labels: dict[str, str], values: str) -> None:
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series.append({"series": f"{name}{{{body}}}", "values": values})
+
+    pods = ["10.0.0.1:3000", "10.0.0.2:3000"]
+    for i, instance in enumerate(pods):
+        base = {"job": "zooserve", "instance": instance}
+        model = {**base, "model": "resnet50", "version": "1", "backend": "onnxruntime"}
+        req = {**model, "protocol": "http"}
+        unresolved = {**base, "model": "", "version": "", "backend": "", "protocol": "http"}
+        # The server creates every failure series at 0; these grow per pod: 4.5 successes/s,
+        # 0.5 errors/s, 5 bad_input/s (client faults), 1 not_found/s before a model was resolved.
+        rates = {"error": "0+30x20", "bad_input": "0+300x20"}
+        add("zooserve_request_success_total", req, "0+270x20")
+        for reason in deploy_queries.FAILURE_REASONS:
+            add("zooserve_request_failure_total", {**req, "reason": reason}, rates.get(reason, "0x20"))
+            add(
+                "zooserve_request_failure_total",
+                {**unresolved, "reason": reason},
+                "0+60x20" if reason == "not_found" else "0x20",
+            )
+        for le in ("0.1", "1", "+Inf"):
+            add("zooserve_request_duration_seconds_bucket", {**req, "le": le}, "0+300x20")
+        for hist in ("queue_wait", "compute", "preprocess", "postprocess"):
+            add(f"zooserve_{hist}_seconds_sum", model, "0+3x20")
+            add(f"zooserve_{hist}_seconds_count", model, "0+300x20")
+            for le in ("0.01", "0.1", "+Inf"):
+                add(f"zooserve_{hist}_seconds_bucket", {**model, "le": le}, "0+300x20")
+        for le in [*deploy_queries.BATCH_SIZE_BUCKETS, "+Inf"]:  # every batch has 8 rows
+            add(
+                "zooserve_batch_size_rows_bucket",
+                {**model, "le": str(le)},
+                "0+60x20" if le == "+Inf" or le > 8 else "0x20",
+            )
+        add("zooserve_batch_executions_total", model, "0+60x20")
+        add("zooserve_inference_rows_total", model, "0+480x20")
+        add("zooserve_queue_rows", model, "3x20")
+        add("zooserve_inflight_requests", model, "2x20")
+        add("zooserve_model_ready", model, "1x20" if i == 0 else "0x20")  # one pod of two ready
+        add("zooserve_model_load_duration_seconds", model, "12x20")
+        gpu = {**base, "gpu": "0"}
+        add("zooserve_gpu_utilization_ratio", gpu, "0.5x20")
+        add("zooserve_gpu_memory_used_bytes", gpu, "40x20")
+        add("zooserve_gpu_memory_total_bytes", gpu, "80x20")
+
+    queries = deploy_queries.dashboard_queries() + [
+        (f"variable {n}", q) for n, q in deploy_queries.dashboard_variable_selectors()
+    ]
+    assert len(queries) >= 25
+    by_title = dict(deploy_queries.dashboard_queries())
+    exact = {
+        # The stat says what its title says: pods ready / pods, per model.
+        "Models ready (pods ready / pods)": [('{model="resnet50"}', 0.5)],
+        # From the counters: 480 rows per 60 batches.
+        "Mean batch size by model": [('{model="resnet50"}', 8)],
+        # 1 error/s over 10 valid requests/s; bad_input and model="" left out.
+        "Server error ratio by model": [('{model="resnet50"}', 0.1)],
+        # Per pod, also without a pod label (instance tells the pods apart).
+        "GPU memory used / total": [(f'{{instance="{p}",gpu="0"}}', 0.5) for p in pods],
+    }
+    cases = [
+        {"expr": f"clamp_max(count({q}), 1)", "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]}
+        for _, q in queries
+    ]
+    for title, samples in exact.items():
+        cases.append(
+            {
+                "expr": by_title[title],
+                "eval_time": "10m",
+                "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+            }
+        )
+    # Failures before a model was resolved are shown, as "(no model)".
+    failures = by_title["Failures / s by model and reason"]
+    cases.append(
+        {
+            "expr": f'({failures}) > 0 and on (model) label_replace(vector(1), "model", "(no model)", "", "")',
+            "eval_time": "10m",
+            "exp_samples": [{"labels": '{model="(no model)",reason="not_found"}', "value": 2}],
+        }
+    )
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": cases}],
+    }
+    path = tmp_path / "dashboard_test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = run([promtool, "test", "rules", str(path)])
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_batch_size_buckets_read_constant_sizes(tmp_path: Path) -> None:
+    """histogram_quantile over zooserve_batch_size_rows' buckets reads a constant batch size
+    exactly (the old le=1 lowest bucket read 0.93 for batches of one)."""
+    promtool = need_promtool()
+    buckets = deploy_queries.BATCH_SIZE_BUCKETS
+    assert list(buckets) == sorted(buckets) and buckets[-1] > 256
+    sizes = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256)
+    series = [
+        {
+            "series": f'zooserve_batch_size_rows_bucket{{model="m{n}",le="{le}"}}',
+            "values": "0+60x10" if le == "+Inf" or float(le) > n else "0x10",
+        }
+        for n in sizes
+        for le in [*map(str, buckets), "+Inf"]
+    ]
+    expr = "histogram_quantile(0.5, sum by (model, le) (rate(zooserve_batch_size_rows_bucket[5m])))"
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "8m",
+                        "exp_samples": [{"labels": f'{{model="m{n}"}}', "value": n} for n in sizes],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "buckets_test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = run([promtool, "test", "rules", str(path)])
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    # The heatmap names the buckets the metric has (up to 256), not the old 1..128.
+    description = _panel("Batch size distribution (rows per batch)")["description"]
+    assert ", ".join(f"{b:g}" for b in buckets) in description and "1..128" not in description
+
+
+def test_reasons_and_buckets_are_the_servers() -> None:
+    """deploy_queries' view of the labels is the server's (services/errors.py, services/metrics.py)."""
+    from services.errors import REASONS
+    from services.metrics import BATCH_BUCKETS
+
+    assert sorted(deploy_queries.FAILURE_REASONS) == sorted(REASONS)
+    assert tuple(deploy_queries.BATCH_SIZE_BUCKETS) == tuple(BATCH_BUCKETS)
+
+
+def test_dashboard_panels_read_what_their_titles_say() -> None:
+    mean = " ".join(t["expr"] for t in _panel("Mean batch size by model")["targets"])
+    assert "zooserve_inference_rows_total" in mean and "zooserve_batch_executions_total" in mean
+    assert "zooserve_batch_size_rows" not in mean, "mean batch size comes from the counters"
+    (ready,) = _panel("Models ready (pods ready / pods)")["targets"]
+    assert "== bool 1" in ready["expr"] and "count by (model)" in ready["expr"]
+    assert _panel("Models ready (pods ready / pods)")["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    # zooserve's traffic is zooserve_request_*: BentoML's series do not cover its routes.
+    text = deploy_queries.DASHBOARD_FILE.read_text()
+    assert "bentoml_service_" not in " ".join(t["expr"] for p in _dashboard_panels() for t in p["targets"])
+    assert "bentoml_" not in " ".join(v.get("definition", "") for v in _dashboard()["templating"]["list"])
+    assert "BentoML HTTP status" not in text
+
+
+def test_readme_lists_the_dashboard_panels_that_exist() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    assert "BentoML HTTP status codes" not in readme
+    rows = {p["id"]: p["title"] for p in _dashboard()["panels"] if p["type"] == "row"}
+    # Panels in dashboard order, each under the row above it.
+    want, row = [], None
+    for panel in sorted(_dashboard()["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            want.append((row, panel["title"]))
+    table = re.findall(r"^\s*\| ([^|]+?) \| ([^|]+?) \| [^|]+ \|\s*$", readme, re.M)
+    listed = [(r, t) for r, t in table if r in rows.values()]
+    assert listed == want
+
+
+def test_rule_and_dashboard_reasons_are_the_served_ones() -> None:
+    reasons = set(deploy_queries.FAILURE_REASONS)
+    assert len(reasons) == len(deploy_queries.FAILURE_REASONS) == 9
+    used: set[str] = set()
+    for where, query in deploy_queries.all_queries():
+        for value in re.findall(r'reason\s*=~?\s*"([^"]*)"', query):
+            parts = set(value.split("|"))
+            assert parts <= reasons, (where, value)
+            used |= parts
+    assert used == {*deploy_queries.SERVER_FAULT_REASONS, *deploy_queries.SHED_REASONS}
+    rules = dict(deploy_queries.rule_queries())
+    errors = rules["namespace_job_model:zooserve_request_errors:rate5m"]
+    valid = rules["namespace_job_model:zooserve_requests_valid:rate5m"]
+    assert set(re.search(r'reason=~"([^"]+)"', errors).group(1).split("|")) == set(deploy_queries.SERVER_FAULT_REASONS)
+    assert set(re.search(r'reason=~"([^"]+)"', valid).group(1).split("|")) == {
+        *deploy_queries.SERVER_FAULT_REASONS,
+        *deploy_queries.SHED_REASONS,
+    }
+    # Per-model ratios leave out model="" (failures before a model was resolved).
+    assert valid.count('model!=""') == 2
+    assert 'model!=""' in rules["namespace_job_model:zooserve_request_rejections:ratio_rate5m"]
+    assert "zooserve_requests_valid:rate5m" in rules["ZooserveHighErrorRatio"]
 
 
 # --- metric names used vs exposed ---------------------------------------------------------------------

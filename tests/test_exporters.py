@@ -12,7 +12,7 @@ import pytest
 
 import zoo
 from exporters.export import export
-from exporters.store import find, store_name
+from zoo.artifact import find, store_name
 
 MODELS = zoo.list_models()
 ZOO = [str(Path(sys.executable).parent / "zoo")]

@@ -2,7 +2,10 @@
 against the session's small-config server, through the same runner as `make loadtest`.
 
 Fails on any failed request, and checks from the server's own /metrics that the batchers
-formed batches of more than one row under load.  Bounded: 12 s of load, 20,000 requests.
+formed batches of more than one row under load.  Checks the report too: summary.json's counts
+are the final ones of Locust's _stats.csv and report.html, and the users-level point comes only
+from stats-history samples taken at the steady 24 users, none from the shutdown.  Bounded:
+12 s of load, 20,000 requests.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import scrape
+from loadtests import loadtest, scrape
 from tests.helpers import ROOT, Server
+from tests.test_loadtest_report import report_html_counts, stats_csv_counts
 
 
 def test_locust_smoke_every_protocol_no_failures_and_batches_form(
@@ -51,6 +55,25 @@ def test_locust_smoke_every_protocol_no_failures_and_batches_form(
     assert (out / "report.html").stat().st_size > 0
     for png in ("throughput_vs_users.png", "latency_vs_users.png", "timeline.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+    # summary.json counts what Locust's final _stats.csv and report.html count, per name and in all
+    final = stats_csv_counts(out / "locust_stats.csv")
+    assert report_html_counts(out / "report.html") == final
+    assert (summary["requests"], summary["failures"]) == final["Aggregated"]
+    assert {name: (e["requests"], e["failures"]) for name, e in summary["names"].items()} == {
+        name: counts for name, counts in final.items() if name != "Aggregated"
+    }
+
+    # one point, at 24 users, from samples at 24 users taken before the run began stopping
+    stages = loadtest.read_stages(out / "locust_stages.json")
+    assert stages and [s["users"] for s in stages["spawned"]] == [24] and stages["stopping"], stages
+    assert list(summary["levels"]) == ["24"], summary["levels"]
+    level = summary["levels"]["24"]
+    history = loadtest.read_history(out / "locust_stats_history.csv")
+    used = [r for r in history if level["first"] <= r["t"] <= level["last"]]
+    assert len(used) == level["samples"] >= 2 and {r["users"] for r in used} == {24}, used
+    assert level["last"] + 1 <= stages["stopping"], (level, stages)  # a sample stamped T is taken in [T, T+1)
+    assert level["rps"] > 0 and 0 < level["p50"] <= level["p95"] <= level["p99"], level
 
     models = {m for key, m in after.values if key == scrape.COUNTERS["rows"]}
     batched = {m: scrape.batches_larger_than_one(before, after, m) for m in models}

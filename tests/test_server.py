@@ -135,7 +135,7 @@ def _bomb() -> bytes:
 BAD = [
     ("/classify", b"{not json", 400, "body", "malformed JSON"),
     ("/classify", {"images": [b64(JPEG)], "top_k": "three"}, 400, "top_k", "integer"),
-    ("/classify", {"images": [b64(JPEG)], "model": "resnet51"}, 400, "model", "served here"),
+    ("/classify", {"images": [b64(JPEG)], "model": "resnet51"}, 404, "model", "served here"),
     ("/classify", {"images": [b64(JPEG)], "model": ["x"]}, 400, "model", "string"),
     ("/classify", {"images": []}, 400, "images", "empty"),
     ("/classify", {}, 400, "images", "required"),
@@ -166,6 +166,37 @@ def test_bad_input_is_a_4xx_naming_the_field(
     got, answer = post(small_server, path, body)
     assert got == status, answer
     assert answer["field"] == field and message in answer["error"], answer
+
+
+def failure_counts(server: Server) -> dict[tuple[str, str], float]:
+    """zooserve_request_failure_total over HTTP, by (model, reason)."""
+    with urllib.request.urlopen(server.url + "/metrics") as response:
+        scrape = response.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for line in scrape.splitlines():
+        if line.startswith("zooserve_request_failure_total{") and 'protocol="http"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            key = (labels["model"].strip('"'), labels["reason"].strip('"'))
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_every_bad_input_case_is_counted_under_its_reason(small_server: Server) -> None:
+    """Each case of BAD above once more: the failure counter grows by exactly one per case."""
+    before = failure_counts(small_server)
+    for path, body, status, _, _ in BAD:
+        assert post(small_server, path, body)[0] == status
+    after = failure_counts(small_server)
+    grown = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    grown = {key: value for key, value in grown.items() if value}
+    by_reason: dict[str, float] = {}
+    for (_, reason), value in grown.items():
+        by_reason[reason] = by_reason.get(reason, 0.0) + value
+    statuses = [case[2] for case in BAD]
+    assert by_reason == {"bad_input": statuses.count(400), "not_found": statuses.count(404)}, grown
+    assert sum(grown.values()) == len(BAD)
+    # failures before the model is known count under model="", never under a requested name
+    assert grown[("", "not_found")] == 1 and all(model != "resnet51" for model, _ in grown)
 
 
 def raw_post(server: Server, head: bytes, chunks: list[bytes]) -> bytes:
@@ -248,7 +279,8 @@ def test_overload_is_429_with_retry_after_and_timeouts_are_504(small_store: Path
         "models": {
             "resnet18": {"max_batch_size": 1, "max_queue_size": 2, "max_queue_delay_ms": 0},
             "efficientnet_b0": {"max_batch_size": 1, "max_queue_size": 64, "timeout_s": 0.05},
-        }
+        },
+        "limits": {"max_pixels": 200_000},  # JPEG (500x375) passes, a 640x480 image does not
     }
     with running_server(small_store, {"ZOOSERVE_MODELS": "resnet18,efficientnet_b0"}, config) as server:
 
@@ -274,6 +306,9 @@ def test_overload_is_429_with_retry_after_and_timeouts_are_504(small_store: Path
         assert status == 504 and "did not answer within" in body["error"]
         status, _, _ = classify("resnet18", 1)  # still serving
         assert status == 200
+        big = {"images": [b64(example_image(640, 480))], "model": "resnet18"}
+        status, body = post(server, "/classify", big)  # limits.max_pixels reaches the processor
+        assert status == 400 and body["field"] == "images[0]" and "the limit is 0.2" in body["error"], body
         with urllib.request.urlopen(server.url + "/metrics") as response:
             scrape = response.read().decode()
         assert 'reason="rejected"' in scrape and 'reason="timeout"' in scrape
@@ -326,3 +361,14 @@ def test_torch_backend_serves_the_same_results(small_store: Path, small_server: 
             np.asarray(Image.open(io.BytesIO(base64.b64decode(r["results"][0]["image"])))) for r in (ours, reference)
         ]
         assert np.abs(pixels[0].astype(int) - pixels[1].astype(int)).max() <= 1
+
+
+def test_several_workers_are_ready_together_and_all_serve(small_store: Path) -> None:
+    """`make serve WORKERS=2` (ZOOSERVE_WORKERS): two processes, one port, readiness of both."""
+    with running_server(small_store, {"ZOOSERVE_WORKERS": "2", "ZOOSERVE_MODELS": "gan_generator"}) as server:
+        status, body = http_json(server.url + "/readyz")
+        assert status == 200 and body["workers"] == {"expected": 2, "live": 2, "ready": 2, "all_ready": True}
+        pids = {http_json(server.url + "/livez")[1]["pid"] for _ in range(60)}  # new connection each
+        assert len(pids) == 2, pids
+        answers = [post(server, "/generate", {"seeds": [i]})[0] for i in range(30)]
+        assert answers == [200] * 30

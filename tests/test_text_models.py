@@ -82,8 +82,8 @@ def test_bad_texts_are_refused_and_empty_text_has_a_token(name: str, tmp_path: P
         row = processor.preprocess(text)
         assert len(row["input_ids"]) >= 1 and row["input_ids"].dtype == np.int64
         assert row["input_ids"].min() > 0  # never the padding id
-    result = processor.postprocess({"logits": np.array([0.0, 2.0]), "embeddings": np.zeros(32)}, "sentiment", {})
-    assert result["label"] == "positive" and abs(sum(result["probabilities"].values()) - 1) < 1e-9
+    result = processor.postprocess({"logits": np.array([0.0, 2.0]), "embeddings": np.zeros(32)}, "sentiment")
+    assert result.label == "positive" and abs(result.probabilities.sum() - 1) < 1e-9
 
 
 # -- padding invariance, in torch and in ONNX Runtime ----------------------------------------------
@@ -97,7 +97,7 @@ def _alone_and_padded(plugin: zoo.Plugin[Any], processor: zoo.Processor) -> tupl
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_padding_never_changes_a_result_in_torch_and_onnx(name: str, tmp_path: Path) -> None:
     from exporters.onnx import export_onnx
-    from services.backends import OrtBackend
+    from zoo.runners import OrtRunner
 
     plugin = small(name)
     report = export_onnx(plugin, tmp_path, progress=lambda _: None)  # raises past the spec's tolerance
@@ -105,7 +105,7 @@ def test_padding_never_changes_a_result_in_torch_and_onnx(name: str, tmp_path: P
     alone, padded = _alone_and_padded(plugin, plugin.processor(tmp_path))
     module = plugin.build()
     torch_alone, torch_padded = run_torch(module, alone, plugin), run_torch(module, padded, plugin)
-    ort = OrtBackend(tmp_path / "model.onnx", threads=2)
+    ort = OrtRunner(tmp_path / "model.onnx", threads=2)
     ort_alone, ort_padded = ort.run(alone), ort.run(padded)
     for i, name_ in enumerate(plugin.spec.output_names):
         np.testing.assert_allclose(torch_padded[i][0], torch_alone[i][0], rtol=0, atol=1e-5)
@@ -151,8 +151,8 @@ def test_a_hugging_face_bert_checkpoint_loads_offline_and_matches_transformers(t
         hidden = reference.bert(**feeds).last_hidden_state.numpy()
     assert np.array_equal(logits, want_logits)
     np.testing.assert_allclose(embeddings, _mean_pool(hidden, batch["attention_mask"]), rtol=0, atol=1e-6)
-    results = [processor.postprocess(row, "sentiment", {}) for row in split({"logits": logits}, 3)]
-    assert [r["label"] for r in results] == [labels[int(i)] for i in want_logits.argmax(axis=1)]
+    results = [processor.postprocess(row, "sentiment") for row in split({"logits": logits}, 3)]
+    assert [r.label for r in results] == [labels[int(i)] for i in want_logits.argmax(axis=1)]
 
 
 def test_a_bare_bert_model_with_vocab_txt_gets_a_seeded_classifier(
@@ -213,8 +213,8 @@ def test_lstm_checkpoint_folder_round_trip(weights_name: str, tmp_path: Path) ->
     for key, value in module.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key
     assert np.array_equal(run_torch(rebuilt, batch, loaded)[0], run_torch(module.eval(), batch, loaded)[0])
-    result = processor.postprocess({"logits": run_torch(rebuilt, batch, loaded)[0][0]}, "sentiment", {})
-    assert set(result["probabilities"]) == {"neg", "mixed", "pos"}
+    result = processor.postprocess({"logits": run_torch(rebuilt, batch, loaded)[0][0]}, "sentiment")
+    assert set(result.labels) == {"neg", "mixed", "pos"}
 
 
 def test_an_lstm_folder_that_does_not_fit_names_the_shapes(tmp_path: Path) -> None:

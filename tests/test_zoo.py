@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ def small(name: str) -> zoo.Plugin[Any]:
     return zoo.create(name, **zoo.get(name).test_overrides)
 
 
-def test_the_registry_names_every_plugin_of_the_issue() -> None:
+def test_the_registry_names_every_builtin_model() -> None:
     assert set(MODELS) >= {"resnet50", "resnet18", "efficientnet_b0", "bert", "lstm_sentiment", "gan_generator"}
 
 
@@ -63,14 +62,15 @@ def test_build_forward_matches_the_spec(name: str, tmp_path: Path) -> None:
         assert value.shape[0] == len(items)
         assert tuple(value.shape[1:]) == tuple(d for d in tensor.shape[1:] if isinstance(d, int)), tensor
         named[tensor.name] = value.float().numpy()
-    for task in plugin.tasks:  # post-processing gives one JSON-able (or image) result per item
-        results = [processor.postprocess(row, task, {}) for row in split(named, len(items))]
+    result_types = {"classify": zoo.Classification, "sentiment": zoo.Sentiment, "embed": zoo.Embedding}
+    for task in plugin.tasks:  # post-processing gives one typed result per item
+        results = [processor.postprocess(row, task) for row in split(named, len(items))]
         assert len(results) == len(items)
         for result in results:
-            if isinstance(result, np.ndarray):
-                assert result.dtype == np.uint8
+            if task == "generate":
+                assert isinstance(result, zoo.GeneratedImage) and result.pixels.dtype == np.uint8
             else:
-                json.dumps(result)
+                assert isinstance(result, result_types[task]), (task, result)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -117,7 +117,7 @@ for name in zoo.list_models():
     plugin.write_assets(assets)
     processor = plugin.processor(assets)
     collate([processor.preprocess(item) for item in plugin.example_items()], plugin.spec)
-import services.backends, services.runtime, services.http_app
+import zoo.runners, zoo.artifact, services.model, services.hub, services.http_app, services.tasks
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'transformers')))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

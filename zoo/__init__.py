@@ -1,7 +1,13 @@
-"""The model zoo: one plugin per file, discovered automatically.
+"""The model zoo: one plugin per file, discovered automatically, and the public plugin API.
 
-Importing `zoo` imports every public module of this package, so adding a model touches
-one file.  No plugin imports torch at module level.
+What a plugin author imports comes from here (and stays stable): the contract (`Plugin`,
+`Processor`, `ExportSpec`, `TensorSpec`, `InputLimits`, `collate`/`split`, `BadInput`), the
+registry (`register`, `get`, `create`, `list_models`), the typed results of each task, and
+the shared building blocks of the vision and text plugins.
+
+Importing `zoo` imports every plugin module of this package, so adding a model touches one
+file.  The support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
+torch at import time.
 """
 
 from __future__ import annotations
@@ -9,25 +15,88 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from zoo.api import BadInput, ExportSpec, Plugin, Processor, ShapeRange, TensorSpec, WeightsMismatch
-from zoo.registry import UnknownModel, create, get, list_models, register
+from zoo.api import (
+    BATCH,
+    DEFAULT_LIMITS,
+    SEQUENCE,
+    BadInput,
+    Batch,
+    ExportSpec,
+    InputLimits,
+    Plugin,
+    Processor,
+    Row,
+    ShapeRange,
+    Task,
+    TensorSpec,
+    WeightsMismatch,
+    collate,
+    split,
+)
+from zoo.registry import UnknownModel, create, get, list_models, register, unregister
+from zoo.results import Classification, Embedding, GeneratedImage, Sentiment, softmax
+from zoo.text import WordTokenizer, check_text, load_checkpoint_tokenizer, read_labels, write_labels
+from zoo.vision import (
+    ImageClassifier,
+    ImageClassifierConfig,
+    ImagePreset,
+    ImageProcessor,
+    classifier_config,
+    decode_image,
+    example_image,
+)
+from zoo.weights import load_file_into, read_state_dict, seeded
 
-# Every public module is imported; support modules simply register nothing.
+# Modules that are part of the framework, not models: never imported as plugins.
+SUPPORT_MODULES = frozenset(
+    {"api", "artifact", "registry", "results", "runners", "tensorrt_runner", "text", "vision", "weights"}
+)
+
 for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
+    if not _module.name.startswith("_") and _module.name not in SUPPORT_MODULES and not _module.ispkg:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "BATCH",
+    "DEFAULT_LIMITS",
+    "SEQUENCE",
     "BadInput",
+    "Batch",
+    "Classification",
+    "Embedding",
     "ExportSpec",
+    "GeneratedImage",
+    "ImageClassifier",
+    "ImageClassifierConfig",
+    "ImagePreset",
+    "ImageProcessor",
+    "InputLimits",
     "Plugin",
     "Processor",
+    "Row",
+    "Sentiment",
     "ShapeRange",
+    "Task",
     "TensorSpec",
     "UnknownModel",
     "WeightsMismatch",
+    "WordTokenizer",
+    "check_text",
+    "classifier_config",
+    "collate",
     "create",
+    "decode_image",
+    "example_image",
     "get",
     "list_models",
+    "load_checkpoint_tokenizer",
+    "load_file_into",
+    "read_labels",
+    "read_state_dict",
     "register",
+    "seeded",
+    "softmax",
+    "split",
+    "unregister",
+    "write_labels",
 ]

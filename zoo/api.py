@@ -1,8 +1,9 @@
 """The contract every zoo plugin fulfils: typed export specs, a plugin base class, a numpy processor.
 
 Three layers never mix: wire codecs (services) turn requests into domain items; a plugin's
-`Processor` turns items into named arrays and arrays back into results; backends run named
-arrays.  Nothing in this module imports torch, so serving can load every plugin without it.
+`Processor` turns items into named arrays and arrays back into typed results (zoo.results);
+runners (zoo.runners) run named arrays.  Nothing in this module imports torch, so serving can
+load every plugin without it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ Dim = int | str  # a str names a dynamic axis ("batch", "sequence")
 Row = dict[str, np.ndarray]  # one item's named arrays, without the batch axis
 Batch = dict[str, np.ndarray]  # named arrays with the batch axis first
 
-Task = Literal["classify", "sentiment", "embed", "generate"]
+# A task name ("classify", "sentiment", "embed", "generate", ...): services/tasks.py holds the
+# table of how each task's items and results travel over the wire.
+Task = str
 ExporterKind = Literal["dynamo", "torchscript"]
 
 BATCH = "batch"
@@ -48,14 +51,13 @@ class TensorSpec:
     dtype: str  # numpy dtype name, e.g. "float32", "int64"
     shape: tuple[Dim, ...]
     pad_value: float = 0  # used when rows of different lengths are batched
+    # Inclusive value range a client tensor must keep to (ids that index an embedding table:
+    # one id past the table would fail the whole shared batch in the runner).
+    range: tuple[float, float] | None = None
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
-
-    def concrete(self, **sizes: int) -> tuple[int, ...]:
-        """The shape with each named axis replaced by `sizes[name]`."""
-        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,6 @@ class ExportSpec:
     fp16_atol: float = 5e-2  # TensorRT fp16 against ONNX Runtime fp32
     parity_batch_sizes: tuple[int, ...] = (1, 2, 5)
     max_sequence: int = 0  # 0: no sequence axis
-
-    def input(self, name: str) -> TensorSpec:
-        return _by_name(self.inputs, name)
 
     def output(self, name: str) -> TensorSpec:
         return _by_name(self.outputs, name)
@@ -147,6 +146,17 @@ def split(outputs: Batch, count: int) -> list[Row]:
     return [{name: array[i] for name, array in outputs.items()} for i in range(count)]
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """Bounds on one item that the server's configuration sets (`limits:` in its YAML)."""
+
+    max_pixels: int = 40_000_000  # per decoded image, checked from the header before decoding
+    max_text_chars: int = 100_000
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
 class Processor(ABC):
     """Serving-side processing of one plugin: numpy, Pillow and tokenizers only."""
 
@@ -158,8 +168,12 @@ class Processor(ABC):
         """A domain item (image bytes, text, seed) to its named input arrays; raises BadInput."""
 
     @abstractmethod
-    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
-        """One item's output arrays to a JSON-able result for `task`."""
+    def postprocess(self, row: Row, task: Task) -> Any:
+        """One item's output arrays to the typed result of `task` (a zoo.results class)."""
+
+    def sample(self, count: int) -> list[Any]:
+        """`count` random items, for tasks that sample (generate with `count`)."""
+        raise BadInput("this model does not sample random inputs")
 
 
 ConfigT = TypeVar("ConfigT")
@@ -214,8 +228,8 @@ class Plugin(ABC, Generic[ConfigT]):
 
     # -- serving time (numpy only) -----------------------------------------------------
     @abstractmethod
-    def processor(self, assets: Path) -> Processor:
-        """The processor reading the assets that `write_assets` wrote."""
+    def processor(self, assets: Path, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
+        """The processor reading the assets that `write_assets` wrote, within `limits`."""
 
     @abstractmethod
     def example_items(self) -> list[Any]:

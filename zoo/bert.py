@@ -17,8 +17,22 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.api import BATCH, SEQUENCE, ExportSpec, Plugin, Processor, Row, ShapeRange, Task, TensorSpec, WeightsMismatch
+from zoo.api import (
+    BATCH,
+    DEFAULT_LIMITS,
+    SEQUENCE,
+    ExportSpec,
+    InputLimits,
+    Plugin,
+    Processor,
+    Row,
+    ShapeRange,
+    Task,
+    TensorSpec,
+    WeightsMismatch,
+)
 from zoo.registry import register
+from zoo.results import Embedding, Sentiment
 from zoo.text import (
     TOKENIZER_FILE,
     check_text,
@@ -28,7 +42,6 @@ from zoo.text import (
     load_checkpoint_tokenizer,
     read_labels,
     save_tokenizer,
-    sentiment_result,
     truncating,
     write_labels,
 )
@@ -81,18 +94,19 @@ class BertConfig:
 
 
 class BertProcessor(Processor):
-    def __init__(self, tokenizer: Tokenizer, labels: tuple[str, ...]) -> None:
+    def __init__(self, tokenizer: Tokenizer, labels: tuple[str, ...], limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.tokenizer = tokenizer
         self.labels = labels
+        self.max_chars = limits.max_text_chars
 
     def preprocess(self, item: Any) -> Row:
-        return encode_pieces(self.tokenizer, check_text(item))
+        return encode_pieces(self.tokenizer, check_text(item, self.max_chars))
 
-    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
+    def postprocess(self, row: Row, task: Task) -> Sentiment | Embedding:
         if task == "sentiment":
-            return sentiment_result(row["logits"], self.labels)
+            return Sentiment.from_logits(row["logits"], self.labels)
         if task == "embed":
-            return [float(x) for x in row["embeddings"]]
+            return Embedding(row["embeddings"])
         raise ValueError(f"bert does not serve the task {task!r}")
 
 
@@ -159,9 +173,9 @@ class Bert(Plugin[BertConfig]):
         opt = (min(8, c.max_batch), min(128, c.max_tokens))
         return ExportSpec(
             inputs=(
-                TensorSpec("input_ids", "int64", axes, pad_value=c.pad_token_id),
-                TensorSpec("attention_mask", "int64", axes, pad_value=0),  # padding is masked out
-                TensorSpec("token_type_ids", "int64", axes, pad_value=0),
+                TensorSpec("input_ids", "int64", axes, pad_value=c.pad_token_id, range=(0, c.vocab_size - 1)),
+                TensorSpec("attention_mask", "int64", axes, pad_value=0, range=(0, 1)),  # padding is masked out
+                TensorSpec("token_type_ids", "int64", axes, pad_value=0, range=(0, c.type_vocab_size - 1)),
             ),
             outputs=(
                 TensorSpec("logits", "float32", (BATCH, len(c.labels))),
@@ -219,11 +233,11 @@ class Bert(Plugin[BertConfig]):
         save_tokenizer(tokenizer, dest / TOKENIZER_FILE)
         write_labels(self.config.labels, dest)
 
-    def processor(self, assets: Path) -> Processor:
+    def processor(self, assets: Path, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(assets / TOKENIZER_FILE))
-        return BertProcessor(truncating(tokenizer, self.config.max_tokens), read_labels(assets))
+        return BertProcessor(truncating(tokenizer, self.config.max_tokens), read_labels(assets), limits)
 
     def example_items(self) -> list[Any]:
         return [

@@ -7,14 +7,28 @@ Keras' BatchNormalization(momentum=0.8) is torch's BatchNorm1d(n, eps=1e-3, mome
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from zoo.api import BATCH, BadInput, ExportSpec, Plugin, Processor, Row, ShapeRange, Task, TensorSpec
+from zoo.api import (
+    BATCH,
+    DEFAULT_LIMITS,
+    BadInput,
+    ExportSpec,
+    InputLimits,
+    Plugin,
+    Processor,
+    Row,
+    ShapeRange,
+    Task,
+    TensorSpec,
+)
 from zoo.registry import register
+from zoo.results import GeneratedImage
 
 if TYPE_CHECKING:
     import torch
@@ -59,11 +73,13 @@ class GanProcessor(Processor):
             raise BadInput("a latent vector must be finite")
         return {"latent": latent}
 
-    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
-        """The image as uint8 pixels (H, W) or (H, W, C); the service encodes PNG."""
-        image = row["image"]
-        pixels = np.clip((image + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+    def postprocess(self, row: Row, task: Task) -> GeneratedImage:
+        """The image as uint8 pixels; the wire layer encodes PNG."""
+        return GeneratedImage.from_tanh(row["image"])
+
+    def sample(self, count: int) -> list[Any]:
+        """Random seeds: the answer names them, so each image stays reproducible."""
+        return [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
 
 
 @register
@@ -113,7 +129,7 @@ class GanGenerator(Plugin[GanConfig]):
             load_file_into(module, self.weights)
         return module.eval()
 
-    def processor(self, assets: Any) -> Processor:
+    def processor(self, assets: Any, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
         return GanProcessor(self.config)
 
     def example_items(self) -> list[Any]:

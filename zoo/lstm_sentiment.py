@@ -22,8 +22,22 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from zoo.api import BATCH, SEQUENCE, ExportSpec, Plugin, Processor, Row, ShapeRange, Task, TensorSpec, WeightsMismatch
+from zoo.api import (
+    BATCH,
+    DEFAULT_LIMITS,
+    SEQUENCE,
+    ExportSpec,
+    InputLimits,
+    Plugin,
+    Processor,
+    Row,
+    ShapeRange,
+    Task,
+    TensorSpec,
+    WeightsMismatch,
+)
 from zoo.registry import register
+from zoo.results import Sentiment
 from zoo.text import (
     VOCAB_FILE,
     WordTokenizer,
@@ -31,7 +45,6 @@ from zoo.text import (
     check_word_vocab,
     default_word_vocab,
     read_labels,
-    sentiment_result,
     write_labels,
 )
 
@@ -54,18 +67,21 @@ class LstmConfig:
 
 
 class LstmProcessor(Processor):
-    def __init__(self, tokenizer: WordTokenizer, labels: tuple[str, ...], max_tokens: int) -> None:
+    def __init__(
+        self, tokenizer: WordTokenizer, labels: tuple[str, ...], max_tokens: int, limits: InputLimits = DEFAULT_LIMITS
+    ) -> None:
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_tokens = max_tokens
+        self.max_chars = limits.max_text_chars
 
     def preprocess(self, item: Any) -> Row:
-        return {"input_ids": self.tokenizer.encode(check_text(item), self.max_tokens)}
+        return {"input_ids": self.tokenizer.encode(check_text(item, self.max_chars), self.max_tokens)}
 
-    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
+    def postprocess(self, row: Row, task: Task) -> Sentiment:
         if task != "sentiment":
             raise ValueError(f"lstm_sentiment does not serve the task {task!r}")
-        return sentiment_result(row["logits"], self.labels)
+        return Sentiment.from_logits(row["logits"], self.labels)
 
 
 def weights_file(folder: Path) -> Path:
@@ -120,7 +136,7 @@ class LstmSentiment(Plugin[LstmConfig]):
     def spec(self) -> ExportSpec:
         c = self.config
         return ExportSpec(
-            inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQUENCE), pad_value=0),),
+            inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQUENCE), pad_value=0, range=(0, c.vocab_size - 1)),),
             outputs=(TensorSpec("logits", "float32", (BATCH, len(c.labels))),),
             atol=1e-4,
             rtol=1e-3,
@@ -151,8 +167,9 @@ class LstmSentiment(Plugin[LstmConfig]):
         (dest / VOCAB_FILE).write_text(json.dumps(self.vocab(), ensure_ascii=False))
         write_labels(self.config.labels, dest)
 
-    def processor(self, assets: Path) -> Processor:
-        return LstmProcessor(WordTokenizer.from_file(assets / VOCAB_FILE), read_labels(assets), self.config.max_tokens)
+    def processor(self, assets: Path, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
+        tokenizer = WordTokenizer.from_file(assets / VOCAB_FILE)
+        return LstmProcessor(tokenizer, read_labels(assets), self.config.max_tokens, limits)
 
     def example_items(self) -> list[Any]:
         return [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +50,7 @@ def create(name: str, weights: str | Path | None = None, **overrides: Any) -> Pl
     return cls(config, weights)
 
 
-def _unregister(name: str) -> Callable[[], None]:  # for tests of the registry itself
-    cls = _REGISTRY.pop(name)
-    return lambda: _REGISTRY.__setitem__(name, cls)
+def unregister(name: str) -> type[Plugin[Any]]:
+    """Remove and return the plugin `name` (a test plugin, once its test is done)."""
+    get(name)  # an unknown name raises UnknownModel
+    return _REGISTRY.pop(name)

@@ -63,7 +63,10 @@ _NON_SPACE = re.compile(r"[^ \t\n\r]+")
 
 
 def check_text(item: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
-    """`item` if it is a text the text plugins accept; BadInput otherwise (empty text is fine)."""
+    """`item` if it is a text the text plugins accept; BadInput otherwise (empty text is fine).
+
+    The one text check: every protocol's texts reach it through the plugin's processor.
+    """
     if not isinstance(item, str):
         raise BadInput(f"a text must be a string, not {type(item).__name__}")
     if len(item) > max_chars:
@@ -247,15 +250,7 @@ class WordTokenizer:
         return np.asarray(ids or [self.unk], dtype=np.int64)
 
 
-# -- results ------------------------------------------------------------------------------------
-def sentiment_result(logits: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """{"label": most probable label, "probabilities": {label: softmax probability}}."""
-    shifted = logits.astype(np.float64) - logits.max()
-    probs = np.exp(shifted) / np.exp(shifted).sum()
-    best = int(np.argmax(probs))
-    return {"label": labels[best], "probabilities": {label: float(p) for label, p in zip(labels, probs, strict=True)}}
-
-
+# -- labels ---------------------------------------------------------------------------------------
 def write_labels(labels: Sequence[str], dest: Path) -> None:
     (dest / LABELS_FILE).write_text(json.dumps(list(labels)))
 

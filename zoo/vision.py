@@ -19,13 +19,26 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PIL import Image, ImageOps
 
-from zoo.api import BATCH, BadInput, ExportSpec, Plugin, Processor, Row, ShapeRange, Task, TensorSpec
+from zoo.api import (
+    BATCH,
+    DEFAULT_LIMITS,
+    BadInput,
+    ExportSpec,
+    InputLimits,
+    Plugin,
+    Processor,
+    Row,
+    ShapeRange,
+    Task,
+    TensorSpec,
+)
+from zoo.results import Classification
 
 if TYPE_CHECKING:
     import torch
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = InputLimits.max_pixels
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 # Decompression bombs are refused by our own pixel limit, before Pillow decodes anything.
@@ -34,6 +47,8 @@ Image.MAX_IMAGE_PIXELS = None
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Encoded JPEG/PNG bytes to an RGB image, checking the size from the header first."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadInput(f"an image must be encoded bytes, not {type(data).__name__}")
     if not data:
         raise BadInput("empty image")
     try:
@@ -88,32 +103,20 @@ def imagenet_labels() -> tuple[str, ...]:
     return tuple(text.splitlines())
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def top_k(logits: np.ndarray, labels: tuple[str, ...], k: int) -> list[dict[str, Any]]:
-    """The k most probable labels of one row of logits, with softmax scores."""
-    probs = softmax(logits)
-    k = max(1, min(k, probs.shape[-1]))
-    best = np.argsort(-probs, kind="stable")[:k]
-    return [{"label": labels[i], "score": float(probs[i])} for i in best]
-
-
 class ImageProcessor(Processor):
-    def __init__(self, preset: ImagePreset, labels: tuple[str, ...], max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Encoded image -> preset pixels; logits -> a Classification over the labels."""
+
+    def __init__(self, preset: ImagePreset, labels: tuple[str, ...], limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.preset = preset
         self.labels = labels
-        self.max_pixels = max_pixels
+        self.max_pixels = limits.max_pixels
 
     def preprocess(self, item: Any) -> Row:
         image = item if isinstance(item, Image.Image) else decode_image(item, self.max_pixels)
         return {"pixel_values": self.preset(image)}
 
-    def postprocess(self, row: Row, task: Task, options: Mapping[str, Any]) -> Any:
-        return top_k(row["logits"], self.labels, int(options.get("top_k", 5)))
+    def postprocess(self, row: Row, task: Task) -> Classification:
+        return Classification.from_logits(row["logits"], self.labels)
 
 
 @dataclass(frozen=True)
@@ -186,9 +189,9 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
     def write_assets(self, dest: Path) -> None:
         (dest / "labels.json").write_text(json.dumps(list(self.labels())))
 
-    def processor(self, assets: Path) -> Processor:
+    def processor(self, assets: Path, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
         labels = tuple(json.loads((assets / "labels.json").read_text()))
-        return ImageProcessor(self.config.preset, labels)
+        return ImageProcessor(self.config.preset, labels, limits)
 
     def example_items(self) -> list[Any]:
         return [example_image(640, 480, "JPEG"), example_image(300, 500, "PNG"), example_image(224, 224, "JPEG")]

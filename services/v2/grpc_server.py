@@ -1,16 +1,17 @@
 """KServe v2 over gRPC: `inference.GRPCInferenceService`, `grpc.health.v1.Health` and reflection.
 
 A `grpc.aio` server created in the worker's running event loop (the BentoML startup hook), so
-its handlers call the same `HUB` runtimes and batchers as HTTP: concurrent gRPC and HTTP
+its handlers call the same hub's runtimes and batchers as HTTP: concurrent gRPC and HTTP
 requests for one model share batches.  Every serving worker binds the same port with
 SO_REUSEPORT and the kernel spreads connections over them.  Message size limits in both
 directions are `limits.max_v2_body_bytes` (64 MiB by default, gRPC's own default is 4 MiB).
 
 Inputs come in `raw_input_contents` (what tritonclient sends) or typed `contents`; outputs
 always go in `raw_output_contents`, the only place tritonclient reads them from.  Status
-codes: INVALID_ARGUMENT (bad input), NOT_FOUND (unknown model or version), UNAVAILABLE (not
-ready, shutting down), RESOURCE_EXHAUSTED (queue full, with `retry-after` trailing metadata;
-also gRPC's own answer to an oversized message), DEADLINE_EXCEEDED (timed out).
+codes come from the one error table (services/errors.py): INVALID_ARGUMENT (bad input),
+NOT_FOUND (unknown model or version), UNAVAILABLE (not ready, shutting down),
+RESOURCE_EXHAUSTED (queue full, with `retry-after` trailing metadata; also gRPC's own answer
+to an oversized message), DEADLINE_EXCEEDED (timed out).
 
     grpcurl -plaintext localhost:8001 list
     grpcurl -plaintext -d '{"name":"resnet50"}' localhost:8001 inference.GRPCInferenceService/ModelMetadata
@@ -28,11 +29,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.config import Settings
+from services.errors import BadRequest, ServeError, kind_of
+from services.hub import Hub
 from services.proto import open_inference_grpc_pb2 as pb2
 from services.proto import open_inference_grpc_pb2_grpc as pb2_grpc
-from services.runtime import HUB
 from services.v2 import models
-from services.v2.models import V2Error
 from services.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -53,21 +54,11 @@ PROTOCOL = "grpc"
 SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 GRACE_S = 10.0  # in-flight RPCs get this long to finish at shutdown
 
-STATUS = {
-    models.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    models.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    models.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    models.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    models.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    models.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
-    models.INTERNAL: grpc.StatusCode.INTERNAL,
-}
 
-
-async def _abort(context: grpc.aio.ServicerContext, exc: V2Error) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: ServeError) -> None:
     if exc.retry_after is not None:
         context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after)))),))
-    await context.abort(STATUS[exc.kind], exc.message)
+    await context.abort(grpc.StatusCode[exc.kind.grpc], exc.message)
 
 
 def _set_parameter(target: Any, value: Any) -> None:
@@ -121,26 +112,29 @@ def encode_response(response: InferResponse) -> pb2.ModelInferResponse:
 
 
 class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerLiveResponse:
         return pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerReadyResponse:
-        return pb2.ServerReadyResponse(ready=models.server_ready())
+        return pb2.ServerReadyResponse(ready=self.hub.ready)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerMetadataResponse:
         return pb2.ServerMetadataResponse(**models.server_metadata())
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelReadyResponse:
         try:
-            return pb2.ModelReadyResponse(ready=models.resolve(request.name, request.version).ready)
-        except V2Error as exc:
+            return pb2.ModelReadyResponse(ready=models.resolve(self.hub, request.name, request.version).ready)
+        except ServeError as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelMetadataResponse:
         try:
-            meta = models.resolve(request.name, request.version).metadata()
-        except V2Error as exc:
+            meta = models.resolve(self.hub, request.name, request.version).metadata()
+        except ServeError as exc:
             await _abort(context, exc)
             raise
         tensors = pb2.ModelMetadataResponse.TensorMetadata
@@ -155,21 +149,26 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb2.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
         try:
-            model = models.resolve(request.model_name, request.model_version)
-            try:
-                decoded = decode_request(request)
-            except TensorError as exc:
-                model.runtime.record_bad_input(PROTOCOL)
-                raise V2Error(models.INVALID, str(exc)) from None
-            return encode_response(await model.infer(decoded, PROTOCOL))
-        except V2Error as exc:
+            with self.hub.observe(PROTOCOL) as call:
+                model = models.resolve(self.hub, request.model_name, request.model_version)
+                call.runtime = model.runtime
+                try:
+                    decoded = decode_request(request)
+                except TensorError as exc:
+                    raise BadRequest(str(exc)) from None
+                return encode_response(await model.infer(decoded))
+        except ServeError as exc:
             await _abort(context, exc)
+        except Exception as exc:  # a bug of ours: counted as `error` above; the client gets INTERNAL
+            log.exception("v2 gRPC inference failed for %s", request.model_name, exc_info=exc)
+            await context.abort(grpc.StatusCode[kind_of(exc).grpc], "inference failed; see the server log")
 
 
 class GrpcServer:
-    """The worker's gRPC server: start after the HUB, stop (gracefully) before it."""
+    """The worker's gRPC server over a hub: start after the hub, stop (gracefully) before it."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port: int | None = None
@@ -184,7 +183,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),  # several serving workers share the port
             ]
         )
-        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(), server)
+        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.hub), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -217,7 +216,7 @@ class GrpcServer:
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         current = None
         while True:
-            status = serving if HUB.ready else not_serving
+            status = serving if self.hub.ready else not_serving
             if status != current:
                 await self._set_health(status)
                 current = status
@@ -235,6 +234,3 @@ class GrpcServer:
             await self.server.stop(grace)
             log.info("zooserve: gRPC server stopped")
         self.server = None
-
-
-GRPC = GrpcServer()

@@ -4,7 +4,8 @@ Mounted into the task endpoints' FastAPI app (same port).  Request bodies are JS
 followed by binary tensors when `Inference-Header-Content-Length` gives the JSON's length
 (`Content-Encoding: gzip|deflate` accepted); responses follow `binary_data` (per output) and
 `binary_data_output` (per request), and are compressed when `Accept-Encoding` asks for it.
-Every error is `{"error": "..."}` with 400/404/413/429/503/504 (429 and 503 with Retry-After).
+Every error is `{"error": "..."}` with the status of the one error table (services/errors.py):
+400/404/413/415/429/503/504, 429 and 503 with Retry-After.
 
     curl localhost:3000/v2/models/gan_generator
     curl -d '{"inputs":[{"name":"latent","datatype":"FP32","shape":[1,100],"data":[...100 numbers...]}]}' \\
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import math
 import zlib
 from typing import Any
 
@@ -24,10 +24,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
-from services.codecs import ApiError, read_body
-from services.runtime import HUB
+from services.codecs import read_body
+from services.errors import BadRequest, NotFound, ServeError, TooLarge, UnsupportedMedia, clip, retry_after_header
+from services.hub import Hub
 from services.v2 import models
-from services.v2.models import HTTP_STATUS, INVALID, TOO_LARGE, V2Error
 from services.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -47,111 +47,92 @@ HEADER_LENGTH = "inference-header-content-length"
 _OFFLOAD_BYTES = 256 << 10  # bodies past this are decoded off the event loop
 _COMPRESS_MIN_BYTES = 1024
 
-router = APIRouter(tags=["KServe v2 (Open Inference Protocol)"])
+
+def error_response(exc: ServeError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.kind.http, headers=retry_after_header(exc.retry_after))
 
 
-def error_response(exc: V2Error) -> JSONResponse:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return JSONResponse({"error": exc.message}, status_code=HTTP_STATUS[exc.kind], headers=headers)
+def create_router(hub: Hub) -> APIRouter:
+    """Health, metadata and inference routes of KServe v2 over `hub`."""
+    router = APIRouter(tags=["KServe v2 (Open Inference Protocol)"])
 
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata() -> dict[str, Any]:
+        return models.server_metadata()
 
-# -- health and metadata ---------------------------------------------------------------------------
-@router.get("/v2", summary="Server metadata")
-async def server_metadata() -> dict[str, Any]:
-    return models.server_metadata()
+    @router.get("/v2/health/live", summary="Server liveness")
+    async def live() -> dict[str, Any]:
+        return {"live": True}
 
+    @router.get("/v2/health/ready", summary="Server readiness: every model of every worker loaded and warm")
+    async def ready() -> JSONResponse:
+        ok = hub.ready
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-@router.get("/v2/health/live", summary="Server liveness")
-async def live() -> dict[str, Any]:
-    return {"live": True}
-
-
-@router.get("/v2/health/ready", summary="Server readiness: every model loaded and warm")
-async def ready() -> JSONResponse:
-    ok = models.server_ready()
-    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
-
-
-@router.get("/v2/models/{name}", summary="Model metadata")
-@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
-async def model_metadata(name: str, version: str | None = None) -> Response:
-    try:
-        return JSONResponse(models.resolve(name, version).metadata())
-    except V2Error as exc:
-        return error_response(exc)
-
-
-@router.get("/v2/models/{name}/ready", summary="Model readiness")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness of one version")
-async def model_ready(name: str, version: str | None = None) -> Response:
-    try:
-        model = models.resolve(name, version)
-    except V2Error as exc:
-        return error_response(exc)
-    body: dict[str, Any] = {"name": name, "ready": model.ready}
-    if not model.ready:
-        body["error"] = model.not_ready().message
-    return JSONResponse(body, status_code=200 if model.ready else 503)
-
-
-# -- inference ------------------------------------------------------------------------------------
-@router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
-@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
-async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    model: models.V2Model | None = None
-    try:
-        model = models.resolve(name, version)
-        limit = HUB.settings.limits.max_v2_body_bytes  # type: ignore[union-attr]
+    @router.get("/v2/models/{name}", summary="Model metadata")
+    @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
+    async def model_metadata(name: str, version: str | None = None) -> Response:
         try:
-            body = await read_body(request, limit)
-        except ApiError as exc:
-            raise _WireError(TOO_LARGE, exc.error) from None
-        encoding = request.headers.get("content-encoding", "").strip().lower()
-        header_length = request.headers.get(HEADER_LENGTH)
-        if len(body) > _OFFLOAD_BYTES or encoding:
-            decoded = await asyncio.to_thread(decode_request, body, encoding, header_length, name, version, limit)
-        else:
-            decoded = decode_request(body, encoding, header_length, name, version, limit)
-        infer_request, binary_default, binary_outputs = decoded
-        response = await model.infer(infer_request, PROTOCOL)
-        content, headers = encode_response(response, binary_default, binary_outputs)
-        return compressed(content, headers, request.headers.get("accept-encoding", ""))
-    except V2Error as exc:  # model-level 400s were counted as bad input where they were raised
-        return error_response(exc)
-    except _WireError as exc:
-        if model is not None:
-            model.runtime.record_bad_input(PROTOCOL)
-        return error_response(exc.error)
+            return JSONResponse(models.resolve(hub, name, version).metadata())
+        except ServeError as exc:
+            return error_response(exc)
 
+    @router.get("/v2/models/{name}/ready", summary="Model readiness")
+    @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness of one version")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        try:
+            model = models.resolve(hub, name, version)
+        except ServeError as exc:
+            return error_response(exc)
+        body: dict[str, Any] = {"name": name, "ready": model.ready}
+        if not model.ready:
+            body["error"] = model.runtime.not_ready().message
+        return JSONResponse(body, status_code=200 if model.ready else 503)
 
-@router.api_route("/v2/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-async def unknown_route(request: Request, rest: str) -> Response:
-    """Anything else under /v2 (the repository, statistics and shared-memory extensions are not served)."""
-    return error_response(V2Error(models.NOT_FOUND, f"no v2 endpoint {request.method} {request.url.path}"))
+    @router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
+    @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        try:
+            with hub.observe(PROTOCOL) as call:
+                model = models.resolve(hub, name, version)
+                call.runtime = model.runtime
+                limit = hub.settings.limits.max_v2_body_bytes
+                body = await read_body(request, limit)
+                encoding = request.headers.get("content-encoding", "").strip().lower()
+                header_length = request.headers.get(HEADER_LENGTH)
+                if len(body) > _OFFLOAD_BYTES or encoding:
+                    decoded = await asyncio.to_thread(
+                        decode_request, body, encoding, header_length, name, version, limit
+                    )
+                else:
+                    decoded = decode_request(body, encoding, header_length, name, version, limit)
+                infer_request, binary_default, binary_outputs = decoded
+                response = await model.infer(infer_request)
+                content, headers = encode_response(response, binary_default, binary_outputs)
+                return compressed(content, headers, request.headers.get("accept-encoding", ""))
+        except ServeError as exc:
+            return error_response(exc)
 
+    @router.api_route("/v2/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def unknown_route(request: Request, rest: str) -> Response:
+        """Anything else under /v2 (the repository, statistics and shared-memory extensions are not served)."""
+        return error_response(NotFound(f"no v2 endpoint {request.method} {clip(request.url.path)}"))
 
-class _WireError(Exception):
-    """A body that is not a valid v2 request (counted as bad input for the model)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.error = V2Error(kind, message)
+    return router
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
-        raise _WireError(INVALID, f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+        raise UnsupportedMedia(f"unsupported Content-Encoding {clip(encoding)!r}; use gzip or deflate", "body")
     inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise _WireError(INVALID, f"body is not valid {encoding} data: {exc}") from None
+        raise BadRequest(f"body is not valid {encoding} data: {exc}", "body") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise _WireError(TOO_LARGE, f"decompressed request body exceeds the limit of {limit} bytes")
+        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes", "body")
     return out
 
 
@@ -162,21 +143,21 @@ def decode_request(
     body = _inflate(body, encoding, limit)
     if header_length is not None:
         if not header_length.strip().isdigit() or int(header_length) > len(body):
-            raise _WireError(INVALID, f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+            raise BadRequest(f"Inference-Header-Content-Length {clip(header_length)!r} does not fit the body")
         split = int(header_length)
     else:
         split = len(body)
     try:
         document = json.loads(body[:split])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _WireError(INVALID, f"malformed JSON inference header: {exc}") from None
+        raise BadRequest(f"malformed JSON inference header: {exc}", "body") from None
     if not isinstance(document, dict):
-        raise _WireError(INVALID, "the inference request must be a JSON object")
+        raise BadRequest("the inference request must be a JSON object", "body")
     binary = memoryview(body)[split:]
     try:
         return _decode_document(document, binary, name, version)
     except TensorError as exc:
-        raise _WireError(INVALID, str(exc)) from None
+        raise BadRequest(str(exc)) from None
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:

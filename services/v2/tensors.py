@@ -12,7 +12,6 @@ followed by its bytes (the binary tensor data extension and `raw_*_contents` agr
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -90,6 +89,19 @@ def check_shape(shape: Sequence[Any], name: str) -> tuple[int, ...]:
 
 def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor as model metadata lists it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a dynamic axis
+    text: bool = True  # BYTES outputs: UTF-8 text, else binary (base64 in JSON)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 @dataclass
@@ -252,7 +264,10 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
             raise TensorError(f"tensor '{name}': {len(flat)} elements of data, shape {list(shape)} needs {count}")
         if not all(isinstance(item, str) for item in flat):
             raise TensorError(f"tensor '{name}': BYTES data in JSON must be strings")
-        return _object_array([item.encode("utf-8") for item in flat], shape)
+        try:
+            return _object_array([item.encode("utf-8") for item in flat], shape)
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form
+            raise TensorError(f"tensor '{name}': BYTES data holds a string that is not valid Unicode") from None
     try:
         source = np.asarray(data)
     except (ValueError, OverflowError) as exc:
@@ -283,15 +298,6 @@ def to_json(array: np.ndarray, datatype: str, text: bool = True) -> tuple[list[A
     if datatype == "BOOL":
         return [bool(v) for v in array.ravel().tolist()], {}
     return array.ravel().tolist(), {}
-
-
-def decode_base64(item: bytes, name: str, index: int) -> bytes:
-    """A base64 (or data: URL) element of a JSON BYTES tensor, as its bytes."""
-    text = item.split(b",", 1)[1] if item.startswith(b"data:") else item
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise TensorError(f"tensor '{name}' element {index}: not valid base64") from None
 
 
 # -- gRPC typed contents -------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from services.backends import BackendUnavailable
 from zoo.api import Batch, ExportSpec
+from zoo.runners import BackendUnavailable
 
 
 def _runtime_module() -> Any:
@@ -44,7 +44,7 @@ def _check(result: Any) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
-class TensorRTBackend:
+class TensorRTRunner:
     name = "tensorrt"
     device = "cuda"
 

@@ -1,9 +1,9 @@
-"""Backends: named arrays in, named arrays out (polygraphy's runners).
+"""Runners: named arrays in, named arrays out (polygraphy's runners; exporters are its loaders).
 
-ONNX Runtime is the default and never imports torch.  The torch backend builds the plugin's
-module (CUDA and fp16 where asked); TensorRT runs engines from exporters/tensorrt.py.
-The exporters use the same runners for their parity checks, so parity is measured on the
-code that serves.
+ONNX Runtime is the default and never imports torch.  The torch runner runs the plugin's
+module (CUDA and fp16 where asked); TensorRT runs engines (zoo/tensorrt_runner.py).  The
+exporters use the same runners for their parity checks and serving opens them with
+`open_runner`, so parity is measured on the code that serves.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from zoo.api import Batch, ExportSpec
+from zoo.api import Batch, ExportSpec, Plugin
+from zoo.artifact import Artifact
 
 
 class BackendUnavailable(RuntimeError):
     """A backend or device that this machine cannot provide; the message says what is missing."""
 
 
-class Backend(Protocol):
-    name: str
+class Runner(Protocol):
+    name: str  # the backend: onnxruntime, torch or tensorrt
     device: str
 
     def run(self, feeds: Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
@@ -50,7 +51,7 @@ def cpu_threads() -> int:
     return max(1, cores)
 
 
-class OrtBackend:
+class OrtRunner:
     """An ONNX Runtime session; CUDA when asked and the CUDA provider is installed."""
 
     name = "onnxruntime"
@@ -85,7 +86,7 @@ class OrtBackend:
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
 
-class TorchBackend:
+class TorchRunner:
     """The plugin's eager torch module; on CUDA optionally in fp16 (outputs come back float32)."""
 
     name = "torch"
@@ -118,3 +119,20 @@ class TorchBackend:
         named = dict(zip(self.spec.output_names, result, strict=True))
         wanted = list(outputs) if outputs else self.spec.output_names
         return {name: named[name].float().cpu().numpy() for name in wanted}
+
+
+def open_runner(plugin: Plugin[Any], artifact: Artifact, device: str = "cpu", fp16: bool = False) -> Runner:
+    """The runner for a stored artifact, by its format."""
+    if artifact.format == "onnx":
+        return OrtRunner(artifact.runnable, device)
+    if artifact.format == "tensorrt":
+        from zoo.tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner(artifact.runnable, plugin.spec)
+    import torch  # the torch format: the plugin's module with the stored state dict
+    from safetensors.numpy import load_file
+
+    module = plugin.build()
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(artifact.runnable)).items()}
+    module.load_state_dict(state, strict=True)
+    return TorchRunner(module, plugin.spec, device, fp16)

@@ -1,0 +1,242 @@
+"""A served model: a plugin's processor, a runner and a batcher, behind two calls.
+
+`infer_items` runs domain items through preprocess -> batcher -> postprocess (task endpoints
+and v2 `<name>_raw`); `infer_rows` sends named arrays straight to the batcher (v2 `<name>`).
+Both protocols land in the same batcher, so HTTP and gRPC requests share batches.
+
+Loading is split as polygraphy splits it: `load_from_store` builds the parts (artifact,
+processor, runner) and `ModelRuntime.attach` runs them, so a test can attach parts of its
+own (a fake runner) without a model store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.batcher import Batcher
+from services.config import Batching, Settings
+from services.errors import ItemError, Unavailable
+from services.metrics import ModelMetrics, RequestMetrics
+from zoo import get
+from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
+from zoo.artifact import find, store_name
+from zoo.runners import Runner, cpu_threads, open_runner
+
+log = logging.getLogger("zooserve")
+
+# Decoding and resizing release the GIL; a pool the size of the cores keeps them parallel.
+_PREPROCESS_POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="preprocess")
+FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "torch": "torch", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class Parts:
+    """What a loader builds and a runtime runs."""
+
+    plugin: Plugin[Any]
+    processor: Processor
+    runner: Runner
+    version: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (parity certificate)
+
+    @property
+    def spec(self) -> ExportSpec:
+        return self.plugin.spec
+
+
+Loader = Callable[[str, Settings], Parts]
+
+
+def load_from_store(name: str, settings: Settings) -> Parts:
+    """The parts of `name` from the BentoML model store, as the settings choose them."""
+    fmt = FORMAT_OF_BACKEND[settings.backend]
+    precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
+    target = store_name(name, fmt, precision)
+    version = settings.for_model(name).version
+    artifact = find(target, version)
+    if artifact is None:
+        raise LookupError(
+            f"{target}:{version} is not in the BentoML model store; run `zoo export {name} --format {fmt}`"
+            + (f" --precision {precision}" if precision != "fp32" else "")
+            + " (or `make serve`, which exports what is missing)"
+        )
+    plugin = get(name).from_config_dict(artifact.config)
+    processor = plugin.processor(artifact.path, settings.limits.for_items())
+    runner = open_runner(plugin, artifact, settings.device, settings.fp16)
+    return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
+
+
+@dataclass
+class Status:
+    ready: bool = False
+    error: str | None = None
+    load_seconds: float | None = None
+
+
+class ModelRuntime:
+    def __init__(self, name: str, tasks: tuple[Task, ...], settings: Settings) -> None:
+        self.name = name
+        self.tasks = tasks
+        self.settings = settings
+        self.config: Batching = settings.for_model(name)
+        self.status = Status()
+        self.parts: Parts | None = None
+        self.batcher: Batcher | None = None
+        self.metrics: ModelMetrics | None = None
+        self._early: RequestMetrics | None = None  # failures before the model is loaded
+
+    @property
+    def version(self) -> str:
+        return self.parts.version if self.parts else "none"
+
+    @property
+    def backend(self) -> str:
+        return self.parts.runner.name if self.parts else self.settings.backend
+
+    @property
+    def requests(self) -> RequestMetrics:
+        """The request series of this model: its loaded version's, or version "" before."""
+        if self.metrics is not None:
+            return self.metrics.requests
+        if self._early is None:
+            self._early = RequestMetrics((self.name, "", self.settings.backend))
+        return self._early
+
+    # -- loading ---------------------------------------------------------------------------
+    async def load(self, loader: Loader) -> None:
+        """Build the parts off the event loop, attach and warm them; record failures."""
+        started = time.perf_counter()
+        try:
+            parts = await asyncio.to_thread(loader, self.name, self.settings)
+            await self.attach(parts)
+        except Exception as exc:  # the service stays up, not ready, and says why
+            self.status.error = f"{type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", self.name, self.status.error)
+            return
+        self.status.load_seconds = round(time.perf_counter() - started, 3)
+        assert self.metrics is not None
+        self.metrics.load_duration.set(self.status.load_seconds)
+        log.info("model %s (%s) ready in %.2f s", self.name, self.version, self.status.load_seconds)
+
+    async def attach(self, parts: Parts) -> None:
+        """Serve `parts`: metrics, batcher, warm-up, then ready."""
+        self.parts = parts
+        self.metrics = ModelMetrics((self.name, parts.version, parts.runner.name))
+        self.metrics.ready.set(0)
+        self.batcher = Batcher(self.name, self._run_batch, self.config, self.metrics)
+        self.batcher.start()
+        await asyncio.wait_for(self.warmup(), self.settings.warmup_s)
+        self.status.ready = True
+        self.metrics.ready.set(1)
+
+    async def warmup(self) -> None:
+        """The example items at a few batch sizes through processor and runner.
+
+        The batcher is bypassed so that warm-up batches never count as traffic.
+        """
+        parts = self._parts()
+        rows = await asyncio.to_thread(self._example_rows)
+        for size in (1, min(len(rows), self.config.max_batch_size)):
+            outputs = await asyncio.to_thread(self._run_batch, rows[:size])
+            for row in outputs:
+                parts.processor.postprocess(row, self.tasks[0])
+
+    def _example_rows(self) -> list[Row]:
+        parts = self._parts()
+        rows = []
+        for index, item in enumerate(parts.plugin.example_items()):
+            try:
+                rows.append(parts.processor.preprocess(item))
+            except BadInput as exc:  # an example past this server's configured limits
+                log.warning("model %s: warm-up skips example %d: %s", self.name, index, exc)
+        if not rows:
+            raise RuntimeError(f"no example item of {self.name} fits the configured limits")
+        return rows
+
+    # -- the two entry points ------------------------------------------------------------
+    async def infer_items(self, items: Sequence[Any], task: Task, timeout: float | None = None) -> list[Any]:
+        """Domain items to typed task results, one per item, in order."""
+        parts, batcher, metrics = self._parts(), self._batcher(), self._metrics()
+        started = time.perf_counter()
+        metrics.inflight.inc()
+        batcher.incoming += 1
+        try:
+            try:
+                if parts.processor.inline:
+                    rows = self._preprocess(items)
+                else:
+                    rows = await asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items)
+            finally:
+                batcher.incoming -= 1
+            preprocessed = time.perf_counter()
+            outputs = await batcher.submit(rows, timeout)
+            post_start = time.perf_counter()
+            results = [parts.processor.postprocess(row, task) for row in outputs]
+            metrics.preprocess.observe(preprocessed - started)
+            metrics.postprocess.observe(time.perf_counter() - post_start)
+            return results
+        finally:
+            metrics.inflight.dec()
+
+    async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
+        """Named arrays per row straight to the batcher (inputs already checked)."""
+        batcher, metrics = self._batcher(), self._metrics()
+        metrics.inflight.inc()
+        try:
+            return await batcher.submit(rows, timeout)
+        finally:
+            metrics.inflight.dec()
+
+    def sample(self, count: int) -> list[Any]:
+        """`count` random items from the model's processor (generate with `count`)."""
+        try:
+            return self._parts().processor.sample(count)
+        except BadInput as exc:
+            raise ItemError(0, str(exc)) from None
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _preprocess(self, items: Sequence[Any]) -> list[Row]:
+        processor = self._parts().processor
+        rows = []
+        for index, item in enumerate(items):
+            try:
+                rows.append(processor.preprocess(item))
+            except BadInput as exc:
+                raise ItemError(index, str(exc)) from None
+        return rows
+
+    def _run_batch(self, rows: list[Row]) -> list[Row]:
+        parts = self._parts()
+        return split(parts.runner.run(collate(rows, parts.spec)), len(rows))
+
+    def check_ready(self) -> None:
+        if not self.status.ready:
+            raise self.not_ready()
+
+    def not_ready(self) -> Unavailable:
+        return Unavailable(f"model {self.name} is not ready: {self.status.error or 'loading'}", "model", 5)
+
+    def _parts(self) -> Parts:
+        if self.parts is None:
+            raise self.not_ready()
+        return self.parts
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise self.not_ready()
+        return self.batcher
+
+    def _metrics(self) -> ModelMetrics:
+        if self.metrics is None:
+            raise self.not_ready()
+        return self.metrics

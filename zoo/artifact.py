@@ -1,0 +1,153 @@
+"""An exported artifact: its files, its metadata and its parity certificate, in the model store.
+
+The one module that knows an artifact's layout.  Export writes through it and serving reads
+through it, so neither imports the other.  An artifact's version is a hash of everything
+that decides its bytes (config, spec, weights, format, precision, library versions, the
+plugin's source; plus GPU and TensorRT version for engines): exporting the same inputs twice
+finds the first copy instead of writing a second.
+
+    <store>/models/<model>-<format>[-<precision>]/<version>/
+        model.onnx | model.engine | weights.safetensors    the runnable file, one per format
+        labels.json, tokenizer.json, vocab.json, ...       the processor's assets (the plugin's)
+        zooserve.json                                      metadata, with the parity certificate
+        model.yaml                                         BentoML's own record
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Any, Literal
+
+Format = Literal["onnx", "tensorrt", "torch"]
+FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
+# The runnable file of each format; everything else in the folder is an asset or metadata.
+RUNNABLE: dict[str, str] = {"onnx": "model.onnx", "tensorrt": "model.engine", "torch": "weights.safetensors"}
+META_FILE = "zooserve.json"
+_STORE_FILES = frozenset({META_FILE, "model.yaml", *RUNNABLE.values()})
+
+
+@dataclass
+class ParityReport:
+    """The parity certificate: max errors over every case; `cases` records each batch's figures."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    atol: float = 0.0
+    rtol: float = 0.0
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stored export: its tag, its folder, and the metadata written with it."""
+
+    tag: str
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.tag.split(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":", 1)[1]
+
+    @property
+    def format(self) -> str:
+        return str(self.metadata.get("format", "onnx"))
+
+    @property
+    def runnable(self) -> Path:
+        """The file a runner opens: the ONNX model, the engine or the torch state dict."""
+        return self.path / RUNNABLE[self.format]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The plugin config the artifact was exported with."""
+        return dict(self.metadata["config"])
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        """The certificate's figures (empty for formats without a parity check)."""
+        return dict(self.metadata.get("parity") or {})
+
+    def assets(self) -> list[Path]:
+        """The processor's files: what travels from an ONNX artifact to an engine built from it."""
+        return sorted(p for p in self.path.iterdir() if p.is_file() and p.name not in _STORE_FILES)
+
+
+def store_name(model: str, fmt: str, precision: str = "fp32") -> str:
+    """The model-store name, e.g. `resnet50-onnx` or `bert-tensorrt-fp16`."""
+    name = f"{model}-{fmt}".replace("_", "-")
+    return name if precision == "fp32" else f"{name}-{precision}"
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = pkg_metadata.version(package)
+        except pkg_metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def content_key(identity: dict[str, Any]) -> str:
+    """The version string for an artifact of this identity (stable across runs)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def find(name: str, version: str = "latest") -> Artifact | None:
+    """The stored artifact `name:version`, or None."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        model = bentoml.models.get(f"{name}:{version}")
+    except NotFound:
+        return None
+    path = Path(model.path)
+    meta_file = path / META_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else dict(model.info.metadata)
+    return Artifact(tag=str(model.tag), path=path, metadata=meta)
+
+
+def delete(name: str, version: str) -> None:
+    import bentoml
+
+    bentoml.models.delete(f"{name}:{version}")
+
+
+def save(name: str, version: str, source: Path, metadata: dict[str, Any], labels: dict[str, str]) -> Artifact:
+    """Copy the files of `source` into the store as `name:version` with `metadata`."""
+    import bentoml
+
+    with bentoml.models.create(f"{name}:{version}", labels=labels, metadata=_headline(metadata)) as model:
+        for item in source.iterdir():
+            target = Path(model.path_of(item.name))
+            if item.is_dir():
+                shutil.copytree(item, target)
+            else:
+                shutil.copy2(item, target)
+        Path(model.path_of(META_FILE)).write_text(json.dumps(metadata, indent=1, sort_keys=True))
+    found = find(name, version)
+    assert found is not None, f"{name}:{version} vanished from the store right after saving"
+    return found
+
+
+def _headline(metadata: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's metadata shown by `bentoml models get`: the headline figures only."""
+    keep = ("zoo_model", "format", "precision", "weights", "opset", "export_seconds")
+    flat = {k: metadata[k] for k in keep if k in metadata}
+    parity = metadata.get("parity") or {}
+    flat.update({f"parity_{k}": parity[k] for k in ("max_abs", "max_rel") if k in parity})
+    return flat
