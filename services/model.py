@@ -44,10 +44,10 @@ class Parts:
     runner: Runner
     version: str
     metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (parity certificate)
+    spec: ExportSpec = field(init=False)
 
-    @property
-    def spec(self) -> ExportSpec:
-        return self.plugin.spec
+    def __post_init__(self) -> None:
+        self.spec = self.plugin.spec  # built once: plugins compute their spec on each access
 
 
 Loader = Callable[[str, Settings], Parts]
