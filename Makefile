@@ -22,9 +22,11 @@ export: install
 	$(BIN)/zoo export --all --if-missing
 
 # Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground;
-# WORKERS=N runs N serving processes (ZOOSERVE_WORKERS), each with every model.
+# WORKERS=N runs N serving processes (ZOOSERVE_WORKERS), each with every model.  Loopback only
+# unless ZOOSERVE_HOST says otherwise (ZOOSERVE_HOST=0.0.0.0: every interface); gRPC follows
+# the HTTP host unless ZOOSERVE_GRPC_HOST is set (docs/auth.md, "Binding").
 serve: export
-	$(if $(WORKERS),ZOOSERVE_WORKERS=$(WORKERS)) exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-0.0.0.0} --port $(PORT)
+	$(if $(WORKERS),ZOOSERVE_WORKERS=$(WORKERS)) exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-127.0.0.1} --port $(PORT)
 
 # System tools the tests drive: promtool (Debian's prometheus).  Installed only when missing.
 tools:

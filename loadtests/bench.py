@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import benchreport, payloads, scrape
+from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
 from loadtests.servers import BIN, ROOT, Server, http_json
@@ -70,7 +71,8 @@ def plan(quick: bool, models: list[str], levels: str | None) -> Plan:
 
 def k6_run(protocol: str, target: str, body: Path, headers: dict[str, str], vus: int, duration: float,
            max_requests: int, work: Path) -> dict[str, Any]:
-    """One closed-loop k6 step; k6's own summary (requests, failures, latency percentiles)."""
+    """One closed-loop k6 step; k6's own summary (requests, failures, latency percentiles).
+    The API token, where there is one, reaches k6 in its environment (loadtests/auth.py)."""
     summary = work / "k6-summary.json"
     summary.unlink(missing_ok=True)
     command = [
@@ -80,7 +82,7 @@ def k6_run(protocol: str, target: str, body: Path, headers: dict[str, str], vus:
         "-e", f"DURATION={duration}s", "-e", f"MAX_REQUESTS={max_requests}", "-e", f"SUMMARY={summary}",
         "-e", f"PROTO_DIR={ROOT / 'services' / 'proto'}", str(ROOT / "loadtests" / "k6_bench.js"),
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=duration + 120)
+    done = subprocess.run(command, cwd=ROOT, env=k6_env(), capture_output=True, text=True, timeout=duration + 120)
     if not summary.exists():
         raise RuntimeError(f"k6 failed ({done.returncode}): {done.stderr[-2000:]}")
     result = json.loads(summary.read_text())

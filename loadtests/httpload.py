@@ -2,7 +2,8 @@
 
 `concurrency` clients each send the next request as soon as the previous one answers, for
 `duration` seconds (and at most `max_requests`).  Prints one JSON line: requests, errors,
-throughput and latency percentiles.  Loopback targets only.
+throughput and latency percentiles.  Loopback targets only.  Requests carry the API token
+where there is one (loadtests/auth.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 import numpy as np
+
+from loadtests.auth import with_auth
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -72,9 +75,8 @@ def main() -> None:
     if urlparse(args.url).hostname not in LOOPBACK:
         sys.exit("load tests target loopback only")
     body = open(args.body, "rb").read()
-    result = asyncio.run(
-        _run(args.url, body, {"Content-Type": args.content_type}, args.concurrency, args.duration, args.max_requests)
-    )
+    headers = with_auth({"Content-Type": args.content_type})
+    result = asyncio.run(_run(args.url, body, headers, args.concurrency, args.duration, args.max_requests))
     print(json.dumps(result))
 
 

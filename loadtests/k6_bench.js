@@ -6,6 +6,10 @@
 //   k6 run --no-usage-report -q -e PROTOCOL=http -e URL=http://127.0.0.1:3000/generate \
 //     -e BODY=results/payloads/task-gan_generator-seed-7.json -e HEADERS='{"Content-Type":"application/json"}' \
 //     -e VUS=8 -e DURATION=10s -e SUMMARY=/tmp/summary.json loadtests/k6_bench.js
+//
+// ZOOSERVE_API_TOKEN (from the environment, as loadtests/bench.py passes it, or -e), or else
+// ZOOSERVE_API_TOKENS_FILE: every request carries `Authorization: Bearer <token>` (gRPC: metadata
+// `authorization`), unless HEADERS has an Authorization header of its own.
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
@@ -14,6 +18,21 @@ const PROTOCOL = __ENV.PROTOCOL || 'http';
 const VUS = parseInt(__ENV.VUS || '1');
 const LOOPBACK = /^(http:\/\/)?(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/;
 const TARGET = PROTOCOL === 'grpc' ? __ENV.TARGET : __ENV.URL;
+// The API token, as loadtests/auth.py finds it: ZOOSERVE_API_TOKEN, else the first line of
+// ZOOSERVE_API_TOKENS_FILE that is neither blank nor a # comment; '' without either.
+function apiToken() {
+  const token = (__ENV.ZOOSERVE_API_TOKEN || '').trim();
+  if (token || !__ENV.ZOOSERVE_API_TOKENS_FILE) {
+    return token;
+  }
+  for (const line of open(__ENV.ZOOSERVE_API_TOKENS_FILE).split('\n')) {
+    if (line.trim() && !line.trim().startsWith('#')) {
+      return line.trim();
+    }
+  }
+  throw new Error(`ZOOSERVE_API_TOKENS_FILE=${__ENV.ZOOSERVE_API_TOKENS_FILE} holds no token`);
+}
+const TOKEN = apiToken();
 if (!LOOPBACK.test(TARGET)) {
   throw new Error(`load tests target loopback only, not ${TARGET}`);
 }
@@ -47,14 +66,18 @@ if (PROTOCOL === 'grpc') {
 } else {
   body = open(__ENV.BODY, 'b');
   headers = JSON.parse(__ENV.HEADERS || '{}');
+  if (TOKEN && !Object.keys(headers).some((name) => name.toLowerCase() === 'authorization')) {
+    headers.Authorization = `Bearer ${TOKEN}`;
+  }
 }
+const grpcParams = { timeout: '60s', metadata: TOKEN ? { authorization: `Bearer ${TOKEN}` } : {} };
 
 export default function () {
   if (PROTOCOL === 'grpc') {
     if (__ITER === 0) {
       client.connect(TARGET, { plaintext: true, reflect: false, timeout: '30s' });
     }
-    const res = client.invoke('inference.GRPCInferenceService/ModelInfer', request, { timeout: '60s' });
+    const res = client.invoke('inference.GRPCInferenceService/ModelInfer', request, grpcParams);
     if (res && res.status === grpc.StatusOK) {
       ok.add(1);
     } else {

@@ -6,6 +6,8 @@
 //
 // MODEL (default gan_generator) must take one FP32 input `latent` of shape [-1, LATENT] and give
 // `image`; its `_raw` twin takes INT64 `seeds`.  Health and server reflection are checked once.
+// ZOOSERVE_API_TOKEN (from the environment, or -e), or else ZOOSERVE_API_TOKENS_FILE: every call
+// carries the metadata `authorization: Bearer <token>`.
 import grpc from 'k6/net/grpc';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
@@ -18,6 +20,22 @@ if (!/^(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(TARGET)) {
 const MODEL = __ENV.MODEL || 'gan_generator';
 const LATENT = parseInt(__ENV.LATENT || '100');
 const BATCH = parseInt(__ENV.BATCH || '4');
+// The API token, as loadtests/auth.py finds it: ZOOSERVE_API_TOKEN, else the first line of
+// ZOOSERVE_API_TOKENS_FILE that is neither blank nor a # comment; '' without either.
+function apiToken() {
+  const token = (__ENV.ZOOSERVE_API_TOKEN || '').trim();
+  if (token || !__ENV.ZOOSERVE_API_TOKENS_FILE) {
+    return token;
+  }
+  for (const line of open(__ENV.ZOOSERVE_API_TOKENS_FILE).split('\n')) {
+    if (line.trim() && !line.trim().startsWith('#')) {
+      return line.trim();
+    }
+  }
+  throw new Error(`ZOOSERVE_API_TOKENS_FILE=${__ENV.ZOOSERVE_API_TOKENS_FILE} holds no token`);
+}
+const TOKEN = apiToken();
+const METADATA = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
 
 export const options = {
   scenarios: {
@@ -74,12 +92,16 @@ function infer() {
   if (__ITER === 0) {
     client.connect(TARGET, { plaintext: true, timeout: '10s' });
     if (__VU === 1) {
-      const ready = client.invoke('inference.GRPCInferenceService/ServerReady', {});
+      const ready = client.invoke('inference.GRPCInferenceService/ServerReady', {}, { metadata: METADATA });
       check(ready, { 'server ready': (r) => r && r.status === grpc.StatusOK && r.message.ready === true });
       // grpc.health.v1 through a second client that learns the service by server reflection
       const probe = new grpc.Client();
-      probe.connect(TARGET, { plaintext: true, reflect: true, timeout: '10s' });
-      const health = probe.invoke('grpc.health.v1.Health/Check', { service: 'inference.GRPCInferenceService' });
+      probe.connect(TARGET, { plaintext: true, reflect: true, reflectMetadata: METADATA, timeout: '10s' });
+      const health = probe.invoke(
+        'grpc.health.v1.Health/Check',
+        { service: 'inference.GRPCInferenceService' },
+        { metadata: METADATA },
+      );
       check(health, { 'health SERVING': (r) => r && r.status === grpc.StatusOK && r.message.status === 'SERVING' });
       probe.close();
     }
@@ -87,6 +109,7 @@ function infer() {
   const raw = __ITER % 4 === 3;
   const res = client.invoke('inference.GRPCInferenceService/ModelInfer', raw ? rawRequest : tensorRequest, {
     timeout: '30s',
+    metadata: METADATA,
   });
   const ok = check(res, {
     'status OK': (r) => r && r.status === grpc.StatusOK,

@@ -10,6 +10,24 @@ the locustfile), `throughput_vs_users.png`, `latency_vs_users.png`, `timeline.pn
 at exit so they equal report.html's; the point of each user level; per model the batches the
 server formed, from its /metrics).  Exits non-zero on any failed request.
 
+`--scenario overload` drives one model (--models NAME, default resnet50; its task endpoint
+unless --tags say otherwise) with about --overload-factor (10) times the requests the server
+admits for it at once: users = factor x workers x (max_queue_size + max_batch_size), closed loop,
+rejected clients retrying at once.  The server it starts gets --config, by default a small
+queue for the model (max_batch_size 2, max_queue_size 4; written to server-config.yaml); with
+--url, --config names the server's own ZOOSERVE_CONFIG (only to size the load) or --users is
+given.  Rejections (429 with Retry-After; gRPC RESOURCE_EXHAUSTED with retry-after) are
+answers there, reported as `<name> [429]` rows of their own; any other failure is
+`<name> [failed]`.  summary.json's `overload` (also printed; from the locustfile's
+`locust_overload.json`, each group merged over request names) holds the accepted requests'
+count and p50/p95/p99, the rejections' count, p50/p95/p99 and Retry-After values, the ratio of
+rejections to requests sent, the other failures (0 expected) and whether the counts add up
+to the requests sent (the final locust_stats.csv's); the run exits non-zero
+on another failure, on no rejection at all (not overloaded), or on no accepted answer.
+
+Every request carries the API token where ZOOSERVE_API_TOKEN or ZOOSERVE_API_TOKENS_FILE is set
+(loadtests/auth.py).
+
 A user level's point is built only from the samples of the stats history taken while that many
 users ran: not while users were still spawning, not once the run began stopping (the ramp-down
 and shutdown samples at the end of the history), and not from a stage cut short by --run-time or
@@ -18,6 +36,7 @@ and shutdown samples at the end of the history), and not from a stage cut short 
     python -m loadtests.loadtest --tags task --users 16 --run-time 60s
     python -m loadtests.loadtest --shape step --step-users 4 --max-users 32 --step-seconds 15
     python -m loadtests.loadtest --url http://127.0.0.1:3000 --grpc 127.0.0.1:8001 --tags grpc resnet50
+    python -m loadtests.loadtest --scenario overload --models resnet50 --run-time 30s --max-requests 20000
 """
 
 from __future__ import annotations
@@ -41,6 +60,9 @@ from loadtests import scrape
 from loadtests.servers import BIN, ROOT, Server, http_json
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The overload scenario's model and, for the server it starts without --config, that model's batcher.
+OVERLOAD_MODEL = "resnet50"
+OVERLOAD_BATCHING = {"max_batch_size": 2, "max_queue_size": 4}
 # How far a stage's length may fall short of --step-seconds and still be a whole stage: the
 # shape ticks once a second, spawning takes up to a second, and samples carry whole seconds.
 STAGE_SLACK_S = 2.0
@@ -59,8 +81,11 @@ def parse_seconds(text: str) -> float:
 
 
 @contextlib.contextmanager
-def target(url: str | None, grpc: str | None, only: list[str]) -> Iterator[tuple[str, str]]:
-    """(HTTP base URL, gRPC host:port): the given ones, or a server started for the run."""
+def target(
+    url: str | None, grpc: str | None, only: list[str], config: Path | None = None
+) -> Iterator[tuple[str, str]]:
+    """(HTTP base URL, gRPC host:port): the given ones, or a server started for the run (with
+    `config` as its ZOOSERVE_CONFIG)."""
     if url:
         host = urlparse(url).hostname
         if host not in LOOPBACK:
@@ -73,7 +98,8 @@ def target(url: str | None, grpc: str | None, only: list[str]) -> Iterator[tuple
     models = [m for m in payloads.exported_models() if not only or m in only]
     if not models:
         sys.exit(f"no model in the model store {home}; run `make export` first")
-    server = Server({"ZOOSERVE_MODELS": ",".join(models)}, home)
+    env = {"ZOOSERVE_MODELS": ",".join(models), **({"ZOOSERVE_CONFIG": str(config)} if config else {})}
+    server = Server(env, home)
     try:
         server.wait_ready(timeout=600)
         yield server.url, f"127.0.0.1:{server.grpc_port}"
@@ -336,13 +362,129 @@ def totals(stats: Path) -> dict[str, Any]:
     return out
 
 
+def overload_setup(args: argparse.Namespace, only: list[str]) -> tuple[dict[str, Any], Path | None]:
+    """The overload run's model, batcher and users, and the config for the server it starts
+    (None with --url: the server has its own).  Sizes the load from the server's own config
+    parser (services/config.py), so defaults and ZOOSERVE_WORKERS count as the server counts them."""
+    import yaml
+
+    from services.config import load_settings
+
+    if len(only) > 1:
+        sys.exit(f"the overload scenario drives one model; --models {','.join(only)} names {len(only)}")
+    model = only[0] if only else OVERLOAD_MODEL
+    config = args.config
+    if config is None and not args.url:
+        config = args.out / "server-config.yaml"
+        config.write_text(yaml.safe_dump({"models": {model: dict(OVERLOAD_BATCHING)}}))
+    setup: dict[str, Any] = {"model": model, "factor": args.overload_factor, "config": str(config) if config else None}
+    if config is not None:
+        settings = load_settings({**os.environ, "ZOOSERVE_MODELS": model, "ZOOSERVE_CONFIG": str(config)})
+        batching = settings.for_model(model)
+        admitted = settings.workers * (batching.max_queue_size + batching.max_batch_size)
+        setup.update({
+            "max_batch_size": batching.max_batch_size, "max_queue_size": batching.max_queue_size,
+            "workers": settings.workers, "admitted": admitted,
+        })
+        if args.users is None:
+            args.users = max(1, round(args.overload_factor * admitted))
+    elif args.users is None:
+        sys.exit("--scenario overload with --url: give --config (the server's ZOOSERVE_CONFIG) or --users")
+    setup["users"] = args.users
+    if not args.tags:
+        args.tags = ["task"]
+    return setup, config if not args.url else None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def overload_report(totals: dict[str, Any], groups: dict[str, Any] | None, setup: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's `overload`: accepted and rejected requests apart (counts, p50/p95/p99 ms),
+    the ratio of rejections to requests sent, the other failures; from the locustfile's
+    PREFIX_overload.json (groups merged over request names), checked against the final
+    _stats.csv totals (`totals`)."""
+    if not groups:
+        return {**setup, "error": "no locust_overload.json: Locust did not reach its exit"}
+    accepted, rejected, failed = groups["accepted"], groups["rejected"], groups["failed"]
+    sent = int(totals.get("requests") or 0)
+    rejections = rejected["requests"] - rejected["failures"]  # those with a usable Retry-After
+    percentiles = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+    return {
+        **setup,
+        "sent": sent,
+        "accepted": {"requests": accepted["requests"], "rps": round(accepted["rps"], 3),
+                     **{k: accepted[k] for k in percentiles}},
+        "rejected": {"requests": rejections, "rps": round(rejected["rps"], 3), **{k: rejected[k] for k in percentiles},
+                     "retry_after_s": groups.get("retry_after_s", {})},
+        "other_failures": int(totals.get("failures") or 0),
+        "rejected_ratio": round(rejections / sent, 4) if sent else None,
+        "counts_add_up": (
+            accepted["requests"] + rejected["requests"] + failed["requests"] == sent == groups.get("sent")
+            and accepted["failures"] == 0
+            and rejected["failures"] + failed["requests"] == int(totals.get("failures") or 0)
+        ),
+    }
+
+
+def overload_problems(report: dict[str, Any]) -> list[str]:
+    """Why an overload run did not do what it is for (empty when it did)."""
+    if "error" in report:
+        return [report["error"]]
+    problems = []
+    if report["other_failures"]:
+        problems.append(f"{report['other_failures']} failures other than 429 with Retry-After (locust_failures.csv)")
+    if not report["rejected"]["requests"]:
+        problems.append("no 429: the load did not overload the model")
+    if not report["accepted"]["requests"]:
+        problems.append("no request was accepted")
+    if not report["counts_add_up"]:
+        problems.append("accepted + rejected + failed do not add up to the requests sent")
+    return problems
+
+
+def overload_text(report: dict[str, Any]) -> str:
+    """The overload figures as printed after the run."""
+    if "error" in report:
+        return f"overload: {report['error']}"
+    sizing = (
+        f"{report['factor']:g} x {report['admitted']} admitted rows (workers {report['workers']} x "
+        f"(max_queue_size {report['max_queue_size']} + max_batch_size {report['max_batch_size']}))"
+        if "admitted" in report else "given with --users"
+    )
+    a, r, sent = report["accepted"], report["rejected"], report["sent"]
+
+    def share(n: int) -> str:
+        return f"{100 * n / sent:.1f}%" if sent else "-"
+
+    return "\n".join([
+        f"overload: {report['model']}, {report['users']} users ({sizing})",
+        f"  sent {sent}: accepted {a['requests']} ({share(a['requests'])}), rejected 429 {r['requests']} "
+        f"({share(r['requests'])}, ratio {report['rejected_ratio']}), other failures {report['other_failures']}",
+        f"  accepted     p50 / p95 / p99 ms: {a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']}  ({a['rps']} req/s)",
+        f"  rejected 429 p50 / p95 / p99 ms: {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']}  ({r['rps']} req/s); "
+        f"Retry-After s: {r['retry_after_s']}",
+        f"  counts add up: {report['counts_add_up']}",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running server (loopback); default: start one over $BENTOML_HOME")
     parser.add_argument("--grpc", help="its gRPC host:port (default: the URL's host, port 8001)")
     parser.add_argument("--tags", nargs="*", default=[], help="scenario: task v2 v2json v2bin grpc, routes, models")
     parser.add_argument("--models", default="", help="only these models (comma list)")
-    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--scenario", choices=("mixed", "overload"), default="mixed",
+                        help="mixed: the users of --tags; overload: one model at about 10x what it admits (above)")
+    parser.add_argument("--config", type=Path, help="ZOOSERVE_CONFIG of the server it starts (overload: default "
+                        "a small queue); with --url and overload, the server's own, to size the load")
+    parser.add_argument("--overload-factor", type=float, default=10.0,
+                        help="overload users per row the server admits for the model")
+    parser.add_argument("--users", type=int, default=None, help="default 16; overload: factor x admitted rows")
     parser.add_argument("--spawn-rate", type=float, default=0)
     parser.add_argument("--run-time", default="60s")
     parser.add_argument("--max-requests", type=int, default=50_000)
@@ -355,10 +497,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     only = [m for m in args.models.split(",") if m]
+    overload: dict[str, Any] | None = None
+    config = args.config
+    if args.scenario == "overload":
+        overload, config = overload_setup(args, only)
+        only = [overload["model"]]
+    elif args.users is None:
+        args.users = 16
     from loadtests import payloads
 
-    with target(args.url, args.grpc, only) as (url, grpc_target):
+    with target(args.url, args.grpc, only, config) as (url, grpc_target):
         models = [m for m in served_models(url) if not only or m in only]
+        if overload is not None and overload["model"] not in models:
+            sys.exit(f"the server at {url} does not serve {overload['model']}")
         folder = args.out / "payloads"
         payloads.build(folder, models)
         env = {
@@ -366,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             "ZOOSERVE_LOAD_GRPC": grpc_target, "ZOOSERVE_LOAD_TAGS": " ".join(args.tags),
             "ZOOSERVE_LOAD_MODELS": ",".join(models), "ZOOSERVE_LOAD_MAX_REQUESTS": str(args.max_requests),
             "ZOOSERVE_STEP_USERS": str(args.step_users), "ZOOSERVE_STEP_SECONDS": str(args.step_seconds),
-            "ZOOSERVE_STEP_MAX": str(args.max_users),
+            "ZOOSERVE_STEP_MAX": str(args.max_users), "ZOOSERVE_LOAD_SCENARIO": args.scenario,
         }
         before = scrape.scrape(url)
         limit = parse_seconds(args.run_time) + 120
@@ -383,10 +534,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary["plots"] = [str(p) for p in plots]
     summary["levels"] = {str(users): point for users, point in points.items()}
+    problems: list[str] = []
+    if overload is not None:
+        summary["overload"] = overload_report(summary, read_json(args.out / "locust_overload.json"), overload)
+        problems = overload_problems(summary["overload"])
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "names"}, indent=1))
+    if overload is not None:
+        print(overload_text(summary["overload"]))
+        for problem in problems:
+            print(f"overload run failed: {problem}", file=sys.stderr)
     print(f"results in {args.out}")
-    failed = summary.get("failures", 0) or done.returncode != 0 or not summary.get("requests")
+    failed = summary.get("failures", 0) or done.returncode != 0 or not summary.get("requests") or problems
     return 1 if failed else 0
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests.auth import auth_headers
+
 HISTOGRAMS = {
     "preprocess": "zooserve_preprocess_seconds",
     "queue": "zooserve_queue_wait_seconds",
@@ -66,8 +68,9 @@ def parse(text: str) -> Snapshot:
 
 
 def scrape(url: str, timeout: float = 10) -> Snapshot:
-    """One scrape of `url`/metrics."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
+    """One scrape of `url`/metrics (with the API token, where there is one: loadtests/auth.py)."""
+    request = urllib.request.Request(f"{url}/metrics", headers=auth_headers())
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return parse(response.read().decode())
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from loadtests.auth import with_auth
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -30,9 +32,12 @@ def free_port() -> int:
 def http_json(
     url: str, body: Any = None, timeout: float = 30, headers: Mapping[str, str] | None = None
 ) -> tuple[int, Any]:
-    """(status, parsed JSON or raw bytes) for a GET, or a POST when `body` is given."""
+    """(status, parsed JSON or raw bytes) for a GET, or a POST when `body` is given.  With
+    ZOOSERVE_API_TOKEN (or ZOOSERVE_API_TOKENS_FILE) set, the request carries
+    `Authorization: Bearer <token>` unless `headers` has an Authorization header of its own."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    sent = with_auth({"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(url, data=data, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw, kind = response.status, response.read(), response.headers.get("content-type", "")

@@ -5,6 +5,7 @@
 
 Inputs are random arrays shaped from each model's metadata (batch 1, sequence 16); a few
 warm-up requests per protocol are not counted.  Prints one JSON line per model and protocol.
+Every call carries the API token where there is one (loadtests/auth.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 import numpy as np
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
+
+from loadtests.auth import auth_headers, grpc_metadata
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -62,8 +65,10 @@ def main() -> None:
         raise SystemExit("latency runs target loopback only")
     http = thttp.InferenceServerClient(args.http)
     grpc = tgrpc.InferenceServerClient(args.grpc)
+    headers = auth_headers() or None
+    metadata = dict(grpc_metadata()) or None  # gRPC metadata keys are lower case
     for model in args.model:
-        arrays = arrays_for(http.get_model_metadata(model))
+        arrays = arrays_for(http.get_model_metadata(model, headers=headers))
 
         def http_call(binary: bool, model: str = model, arrays: dict[str, np.ndarray] = arrays) -> None:
             inputs = []
@@ -71,7 +76,7 @@ def main() -> None:
                 tensor = thttp.InferInput(name, list(array.shape), "FP32" if array.dtype == np.float32 else "INT64")
                 tensor.set_data_from_numpy(array, binary_data=binary)
                 inputs.append(tensor)
-            http.infer(model, inputs)
+            http.infer(model, inputs, headers=headers)
 
         def grpc_call(model: str = model, arrays: dict[str, np.ndarray] = arrays) -> None:
             inputs = []
@@ -79,7 +84,7 @@ def main() -> None:
                 tensor = tgrpc.InferInput(name, list(array.shape), "FP32" if array.dtype == np.float32 else "INT64")
                 tensor.set_data_from_numpy(array)
                 inputs.append(tensor)
-            grpc.infer(model, inputs)
+            grpc.infer(model, inputs, headers=metadata)
 
         for protocol, call in (
             ("grpc", grpc_call),

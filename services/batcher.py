@@ -6,9 +6,11 @@ the model's own thread so the event loop keeps serving HTTP and gRPC.  One batch
 at a time per model: while it does, the next one fills, which is what makes batches form
 under load.  A request of several rows may span batches and is reassembled in order.
 
-Admission is bounded in rows (429 beyond `max_queue_size`), each request has a deadline
-(504), a cancelled request's waiting rows are dropped, and a failing batch fails only the
-requests that had rows in it.
+Admission is decided before any work (`admit`, ahead of decoding and preprocessing): rows
+waiting plus rows being prepared stay within `max_queue_size`, and a request whose estimated
+queue wait already exceeds its timeout is refused (429) rather than left to time out.  Each
+request has a deadline (504), a cancelled request's waiting rows are dropped, and a failing
+batch fails only the requests that had rows in it.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._batch_seconds = 0.05  # running estimate, for Retry-After
-        self.incoming = 0  # requests being preprocessed for this batcher: rows on their way
+        self._batch_seconds = 0.05  # running estimate, for Retry-After and the wait estimate
+        self._reserved = 0  # rows admitted and being prepared: on their way to the queue
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
@@ -62,17 +64,44 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
-        """Queue `rows` together and return their outputs in order."""
+    def admit(self, count: int, timeout: float | None = None) -> None:
+        """Reserve room for `count` rows before they are prepared; Overloaded if there is none."""
         if self._closed:
             raise Unavailable(f"{self.name} is shutting down", retry_after=5)
+        waiting = len(self._queue) + self._reserved
         limit = self.config.max_queue_size
-        if len(self._queue) + len(rows) > limit:
-            batches_ahead = len(self._queue) / self.config.max_batch_size + 1
+        retry_after = max(1.0, (waiting / self.config.max_batch_size + 1) * self._batch_seconds)
+        if waiting + count > limit:
             raise Overloaded(
-                f"{self.name} is overloaded: {len(self._queue)} rows queued, limit {limit}; retry later",
-                retry_after=max(1.0, batches_ahead * self._batch_seconds),
+                f"{self.name} is overloaded: {waiting} rows queued, limit {limit}; retry later", retry_after=retry_after
             )
+        budget = timeout or self.config.timeout_s
+        estimate = (waiting // self.config.max_batch_size + 1) * self._batch_seconds
+        if waiting and estimate > budget:
+            raise Overloaded(
+                f"{self.name} is overloaded: the estimated wait of {estimate:.3g} s exceeds the timeout of "
+                f"{budget:g} s; retry later",
+                retry_after=retry_after,
+            )
+        self._reserved += count
+
+    def release(self, count: int) -> None:
+        """Give back room reserved by `admit` (the rows were queued by `submit`, or failed)."""
+        self._reserved -= count
+
+    @property
+    def full(self) -> bool:
+        return self._closed or len(self._queue) + self._reserved >= self.config.max_queue_size
+
+    async def submit(self, rows: Sequence[Row], timeout: float | None = None, admitted: bool = False) -> list[Row]:
+        """Queue `rows` together and return their outputs in order.
+
+        `admitted`: room was reserved by `admit` (and given back just now); otherwise the
+        capacity is checked here.
+        """
+        if not admitted:
+            self.admit(len(rows), timeout)
+            self.release(len(rows))
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         pending = [_Pending(row, loop.create_future(), now) for row in rows]
@@ -117,7 +146,7 @@ class Batcher:
             deadline = self._queue[0].enqueued + delay
             # Wait for company only while more rows are on their way: a lone request
             # (concurrency 1) is dispatched at once instead of paying the queue delay.
-            while len(self._queue) < self.config.max_batch_size and self.incoming > 0:
+            while len(self._queue) < self.config.max_batch_size and self._reserved > 0:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break

@@ -7,11 +7,16 @@ lives in the task table (services/tasks.py).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import io
 import json
-from collections.abc import Mapping
-from typing import Any
+import logging
+import re
+import zlib
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -20,7 +25,10 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 from services.config import Limits
-from services.errors import CANCELLED, BadRequest, ServeError, TooLarge, UnsupportedMedia
+from services.errors import BODY_TIMEOUT, CANCELLED, BadRequest, ServeError, TooLarge, UnsupportedMedia, clip
+
+log = logging.getLogger("zooserve")
+T = TypeVar("T")
 
 
 # -- request documents (OpenAPI) ----------------------------------------------------------
@@ -44,21 +52,54 @@ class GenerateRequest(BaseModel):
 
 
 # -- bodies -------------------------------------------------------------------------------
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) past `limit` bytes whether or not it declares a length."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refusing (413) past `limit` bytes whether or not it declares a length,
+    and (408) a body that takes longer than `timeout_s` to arrive (a slow client)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and as_digits(declared) > limit:
         raise TooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes", "body")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"request body exceeds the limit of {limit} bytes", "body")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"request body exceeds the limit of {limit} bytes", "body")
+                chunks.append(chunk)
     except ClientDisconnect:
+        log.warning("client left during the upload of %s after %d bytes", request.url.path, size)
         raise ServeError("the client disconnected before the body was complete", "body", kind=CANCELLED) from None
+    except TimeoutError:
+        raise ServeError(
+            f"the body took longer than {timeout_s:g} s to arrive ({size} bytes so far)", "body", kind=BODY_TIMEOUT
+        ) from None
     return b"".join(chunks)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the HTTP client disconnects first: its rows still waiting in the
+    batcher are then dropped, not computed for nobody (counted as `cancelled`)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request itself was cancelled (server stopping)
+        task.cancel()
+        watcher.cancel()
+        raise
+    watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):  # its rows leave the queue as it unwinds
+        await task
+    raise ServeError("the client disconnected before the answer", kind=CANCELLED)
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client is gone (the body was read already: only a disconnect remains)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def parse_form(request: Request, body: bytes, limits: Limits) -> dict[str, list[Any]]:
@@ -74,29 +115,78 @@ async def parse_form(request: Request, body: bytes, limits: Limits) -> dict[str,
     return fields
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def load_json(body: bytes | memoryview, what: str = "JSON") -> Any:
+    """A JSON document, or a 400 naming what is wrong: malformed, nested too deeply (Python's
+    recursion limit), or an integer past Python's 4,300-digit conversion limit."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}", "body") from None
+        return json.loads(bytes(body))
+    except RecursionError:
+        raise BadRequest(f"malformed {what}: nested too deeply", "body") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and too many digits
+        raise BadRequest(f"malformed {what}: {clip(exc)}", "body") from None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    data = load_json(body)
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object", "body")
     return data
 
 
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """A body in its Content-Encoding (gzip, deflate), decompressed to at most `limit` bytes."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMedia(f"unsupported Content-Encoding {clip(encoding)!r}; use gzip or deflate", "body")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding} data: {exc}", "body") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes", "body")
+    return out
+
+
 async def decode_request(request: Request, limits: Limits) -> tuple[dict[str, Any], bool]:
     """The body as a mapping, and whether it was multipart (values then are lists)."""
-    body = await read_body(request, limits.max_body_bytes)
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding:
+        body = await asyncio.to_thread(inflate, body, encoding, limits.max_body_bytes)
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         return await parse_form(request, body, limits), True
     if media in ("application/json", "", "text/plain") or body.lstrip()[:1] == b"{":
         # curl -d sends JSON labelled as a form; the body says what it is
         return parse_json(body), False
-    raise UnsupportedMedia(f"unsupported content type {media}; send application/json or multipart/form-data", "body")
+    raise UnsupportedMedia(
+        f"unsupported content type {clip(media)}; send application/json or multipart/form-data", "body"
+    )
 
 
 # -- fields ---------------------------------------------------------------------------------
+_INTEGER = re.compile(r"-?[0-9]+")
+_MAX_DIGITS = 30  # past any range a field has; Python refuses to convert more than 4,300 digits
+
+
+def parse_int(text: str, default: Any = None) -> Any:
+    """The integer an ASCII decimal string spells (10**30 for longer ones), else `default`."""
+    text = text.strip()
+    if not _INTEGER.fullmatch(text):
+        return default
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        return -(10**_MAX_DIGITS) if text.startswith("-") else 10**_MAX_DIGITS
+    return int(text)
+
+
+def as_digits(text: str) -> int:
+    """A non-negative count from a header (-1 if it is not one)."""
+    value = parse_int(text, -1)
+    return value if value >= 0 else -1
+
+
 def single(data: Mapping[str, Any], name: str, multipart: bool) -> Any:
     """A field given at most once (multipart fields arrive as lists)."""
     value = data.get(name)
@@ -115,7 +205,7 @@ def as_int(data: Mapping[str, Any], name: str, multipart: bool, default: int, lo
         return default
     if isinstance(value, str) and multipart:
         value = value.strip()
-        value = int(value) if value.lstrip("-").isdigit() else value
+        value = parse_int(value, value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{name} must be an integer", name)
     if not lo <= value <= hi:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,11 @@ class Limits:
     max_text_chars: int = InputLimits.max_text_chars  # per text (the processors check it)
     max_count: int = 64  # /generate count
     max_v2_body_bytes: int = 64 << 20  # KServe v2 over HTTP and gRPC
+    # Work one request may buy: the pixels of all its images, summed from their headers
+    # before anything is decoded (413 beyond).
+    max_request_pixels: int = 256_000_000
+    body_timeout_s: float = 30.0  # a request body must arrive within this (408 beyond)
+    max_concurrent_requests: int = 512  # per worker, on zooserve's routes (429 beyond)
 
     def for_items(self) -> InputLimits:
         """What the plugins' processors check per item."""
@@ -69,7 +76,9 @@ class Settings:
     backend: str = "onnxruntime"
     device: str = "cpu"
     grpc_port: int = 8001
-    grpc_host: str = "0.0.0.0"
+    grpc_host: str = "127.0.0.1"  # load_settings: ZOOSERVE_GRPC_HOST, else the HTTP server's host
+    grpc_reflection: bool = True  # ZOOSERVE_GRPC_REFLECTION
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: ZOOSERVE_TLS_CERT/_KEY
     workers: int = 1  # serving processes; /readyz is 200 only when every one is ready
     fp16: bool = True  # torch on CUDA
     warmup_s: float = 60.0  # bound on the warm-up of each model
@@ -138,9 +147,54 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backend=backend,
         device=device,
         grpc_port=grpc_port,
-        grpc_host=env.get("ZOOSERVE_GRPC_HOST", data.get("grpc_host", "0.0.0.0")),
+        grpc_host=env.get("ZOOSERVE_GRPC_HOST") or data.get("grpc_host") or http_listen_host() or "127.0.0.1",
+        grpc_reflection=_flag(env, "ZOOSERVE_GRPC_REFLECTION", data.get("grpc_reflection", True)),
+        tls=tls_files(env),
         fp16=str(env.get("ZOOSERVE_FP16", data.get("fp16", True))).lower() not in ("0", "false", "no"),
         warmup_s=float(data.get("warmup_s", 60.0)),
         batching=batching,
         limits=_build(Limits, data.get("limits") or {}, "limits"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str, default: object) -> bool:
+    value = str(env.get(name, default)).strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}={value!r}; use 0 or 1")
+    return value in ("1", "true", "yes")
+
+
+def tls_files(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(certificate, key) from ZOOSERVE_TLS_CERT / ZOOSERVE_TLS_KEY, both or neither; the files
+    must exist (a typo must stop the server, not serve plaintext)."""
+    env = os.environ if env is None else env
+    cert, key = env.get("ZOOSERVE_TLS_CERT", "").strip(), env.get("ZOOSERVE_TLS_KEY", "").strip()
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError("ZOOSERVE_TLS_CERT and ZOOSERVE_TLS_KEY go together: set both (PEM files) or neither")
+    for name, path in (("ZOOSERVE_TLS_CERT", cert), ("ZOOSERVE_TLS_KEY", key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{name}={path}: no such file")
+    return cert, key
+
+
+def http_listen_host(argv: list[str] | None = None) -> str | None:
+    """The address this worker's HTTP server listens on, or None outside a BentoML worker.
+
+    BentoML's arbiter binds the HTTP socket (`bentoml serve --host`, BENTOML_HOST or the
+    config's http.host) and hands it to each worker as `--fd N`: the socket itself says which
+    host was chosen, whichever way it was given.
+    """
+    argv = sys.argv if argv is None else argv
+    fd = next((a.split("=", 1)[1] for a in argv if a.startswith("--fd=")), None)
+    if fd is None and "--fd" in argv[:-1]:
+        fd = argv[argv.index("--fd") + 1]
+    if fd is None or not fd.isdigit():
+        return None
+    try:
+        with socket.socket(fileno=os.dup(int(fd))) as sock:  # a duplicate: closing it leaves BentoML's
+            host = sock.getsockname()[0]
+    except OSError:
+        return None
+    return host if isinstance(host, str) else None

@@ -44,10 +44,13 @@ ERROR = Kind("error", 500, "INTERNAL", "error")
 # A model not loaded yet (or the server stopping): work refused, as a full queue refuses it.
 UNAVAILABLE = Kind("unavailable", 503, "UNAVAILABLE", "rejected")
 TIMEOUT = Kind("timeout", 504, "DEADLINE_EXCEEDED", "timeout")
+# A body that arrives too slowly: the client's doing, answered before any model is involved.
+BODY_TIMEOUT = Kind("body_timeout", 408, "DEADLINE_EXCEEDED", "timeout")
 
 KINDS = {
     k.name: k
     for k in (
+        BODY_TIMEOUT,
         BAD_INPUT,
         UNAUTHENTICATED,
         NOT_FOUND,
@@ -135,7 +138,10 @@ def kind_of(exc: BaseException) -> Kind:
 def clip(value: object, limit: int = MAX_ECHO) -> str:
     """A client's value as error messages repeat it: at most `limit` characters."""
     text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    # a lone surrogate from a JSON escape cannot be written as UTF-8: show it escaped
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def retry_after_header(seconds: float | None) -> dict[str, str]:

@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from services import codecs
-from services.errors import ItemError, ServeError, retry_after_header
+from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, retry_after_header
 from services.hub import Hub
 from services.tasks import TASKS, TaskCodec
 from services.v2.http import create_router
@@ -52,6 +53,7 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
     """One task request: body -> model -> items -> batcher -> results -> answer, counted once."""
     with hub.observe(PROTOCOL) as call:
         limits = hub.settings.limits
+        hub.refuse_if_full(codec.name, call)  # overload: no body is read, nothing is decoded
         data, multipart = await codecs.decode_request(request, limits)
         runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
         call.runtime = runtime
@@ -60,9 +62,12 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
         if task_request.items is None:
             task_request.items = runtime.sample(task_request.count)
         try:
-            results = await runtime.infer_items(task_request.items, codec.name)
+            results = await codecs.unless_disconnected(request, runtime.infer_items(task_request.items, codec.name))
         except ItemError as exc:
             exc.field = f"{task_request.field}[{exc.index}]"
+            raise
+        except TooLarge as exc:  # the request's pixel budget
+            exc.field = exc.field or task_request.field
             raise
         return codec.response(task_request, results, runtime.name)
 
@@ -80,6 +85,12 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(ServeError)
     async def serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the router's own 404/405 (a path under a task prefix, a GET on a POST route)
+        hub.unresolved.failed(PROTOCOL, NOT_FOUND.reason if exc.status_code == 404 else BAD_INPUT.reason)
+        return JSONResponse({"error": str(exc.detail), "field": None}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from services.config import Settings
-from services.errors import BadRequest, NotFound, clip, kind_of
+from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
 from services.model import Loader, ModelRuntime, load_from_store
 from services.workers import WorkerBoard
@@ -61,12 +61,19 @@ class Hub:
         self.board = board
         self._tasks: list[asyncio.Task[None]] = []
         self._unresolved: RequestMetrics | None = None
+        # Server-level problems that keep the server unready whatever its models say (a gRPC
+        # port served by another server): /readyz names them, probes and health follow.
+        self.problems: dict[str, str] = {}
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             raise RuntimeError("the hub has not been started")
         return self._settings
+
+    @property
+    def started(self) -> bool:
+        return self._settings is not None
 
     @property
     def unresolved(self) -> RequestMetrics:
@@ -113,14 +120,14 @@ class Hub:
     @property
     def ready(self) -> bool:
         """The server is ready: this worker and every other worker of the server."""
-        if not self.ready_here:
+        if not self.ready_here or self.problems:
             return False
         return self.board is None or self.board.summary()["all_ready"]
 
     def readiness(self) -> dict[str, Any]:
         workers = self.board.summary() if self.board is not None else None
-        here = self.ready_here
-        return {
+        here = self.ready_here and not self.problems
+        body: dict[str, Any] = {
             "ready": here and (workers is None or workers["all_ready"]),
             "workers": workers,
             "models": {
@@ -133,6 +140,9 @@ class Hub:
                 for name, m in self.models.items()
             },
         }
+        if self.problems:
+            body["problems"] = dict(self.problems)
+        return body
 
     # -- resolution ----------------------------------------------------------------------------
     def observe(self, protocol: str) -> Observed:
@@ -145,6 +155,14 @@ class Hub:
             served = ", ".join(sorted(self.models)) or "none"
             raise NotFound(f"unknown {what} {clip(name)!r}; served here: {served}", "model")
         return runtime
+
+    def refuse_if_full(self, task: Task, call: Observed) -> None:
+        """429 before the body is read when every model of `task` is at its queue limit."""
+        runtimes = [m for m in self.models.values() if task in m.tasks and m.batcher is not None]
+        if runtimes and all(m.batcher is not None and m.batcher.full for m in runtimes):
+            if len(runtimes) == 1:
+                call.runtime = runtimes[0]
+            raise Overloaded(f"every model of /{task} is at its queue limit; retry later", retry_after=1)
 
     def for_task(self, task: Task, requested: str | None, default: str | None) -> ModelRuntime:
         """The model a task request runs on: the one it names, else the task's default, else the

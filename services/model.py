@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from typing import Any
 
 from services.batcher import Batcher
 from services.config import Batching, Settings
-from services.errors import ItemError, Unavailable
+from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
 from zoo import get
 from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
@@ -161,21 +162,35 @@ class ModelRuntime:
 
     # -- the two entry points ------------------------------------------------------------
     async def infer_items(self, items: Sequence[Any], task: Task, timeout: float | None = None) -> list[Any]:
-        """Domain items to typed task results, one per item, in order."""
+        """Domain items to typed task results, one per item, in order.
+
+        The request is bounded before any work: its pixel budget (from the image headers),
+        then admission to the batcher; preprocessing counts inside its timeout.
+        """
         parts, batcher, metrics = self._parts(), self._batcher(), self._metrics()
         started = time.perf_counter()
+        budget = timeout or self.config.timeout_s
+        deadline = time.monotonic() + budget
+        self._check_pixels(parts.processor, items)
+        batcher.admit(len(items), budget)
         metrics.inflight.inc()
-        batcher.incoming += 1
+        stop = threading.Event()  # set when the request is abandoned: preprocessing stops early
         try:
             try:
                 if parts.processor.inline:
-                    rows = self._preprocess(items)
+                    rows = self._preprocess(items, deadline, stop)
                 else:
-                    rows = await asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items)
+                    work = asyncio.get_running_loop().run_in_executor(
+                        _PREPROCESS_POOL, self._preprocess, items, deadline, stop
+                    )
+                    rows = await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
             finally:
-                batcher.incoming -= 1
+                stop.set()
+                batcher.release(len(items))
             preprocessed = time.perf_counter()
-            outputs = await batcher.submit(rows, timeout)
+            outputs = await batcher.submit(rows, max(1e-3, deadline - time.monotonic()), admitted=True)
             post_start = time.perf_counter()
             results = [parts.processor.postprocess(row, task) for row in outputs]
             metrics.preprocess.observe(preprocessed - started)
@@ -183,6 +198,15 @@ class ModelRuntime:
             return results
         finally:
             metrics.inflight.dec()
+
+    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> None:
+        limit = self.settings.limits.max_request_pixels
+        total = sum(processor.pixels(item) for item in items)
+        if total > limit:
+            raise TooLarge(
+                f"the images of this request hold {total / 1e6:.1f} megapixels; the limit per request is "
+                f"{limit / 1e6:g}"
+            )
 
     async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
         """Named arrays per row straight to the batcher (inputs already checked)."""
@@ -205,10 +229,16 @@ class ModelRuntime:
             await self.batcher.close()
 
     # -- internals -------------------------------------------------------------------------
-    def _preprocess(self, items: Sequence[Any]) -> list[Row]:
+    def _preprocess(
+        self, items: Sequence[Any], deadline: float | None = None, stop: threading.Event | None = None
+    ) -> list[Row]:
         processor = self._parts().processor
         rows = []
         for index, item in enumerate(items):
+            if stop is not None and stop.is_set():
+                break  # abandoned (timed out, client gone): nobody waits for the rest
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{self.name} did not answer in time (preprocessing)")
             try:
                 rows.append(processor.preprocess(item))
             except BadInput as exc:

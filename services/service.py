@@ -5,6 +5,10 @@ Models load in the background after start-up, so /livez answers at once and /rea
 live in the mounted FastAPI app; the gRPC server runs in the same event loop and feeds the
 same batchers.  This module owns the worker's hub: `@bentoml.asgi_app` needs the app at
 import, so the app is built here, over the hub that the start-up hook then starts.
+
+Bearer tokens (services/auth.py) guard both protocols when ZOOSERVE_API_TOKEN(S_FILE) is set;
+TLS for both comes from ZOOSERVE_TLS_CERT/_KEY (HTTP: BentoML's `ssl` service config, read at
+import).  A gRPC port held by another server leaves this one unready with the reason.
 """
 
 from __future__ import annotations
@@ -13,18 +17,46 @@ import logging
 import os
 from typing import Any
 
+import attrs
 import bentoml
+import yaml
 from _bentoml_sdk.service.factory import Service
+from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
-from services.config import load_settings
+from services import arbiter
+from services.auth import HttpGuard, TokenStore, secure_openapi
+from services.config import load_settings, tls_files
+from services.errors import UNAUTHENTICATED
 from services.health import FrontDoor
 from services.http_app import create_app, task_paths
 from services.hub import Hub
 
 log = logging.getLogger("zooserve")
 
+# In the arbiter (BentoML imports this module there before spawning workers): a metrics
+# folder of this server's own, and a WARNING when a worker dies.
+arbiter.isolate_metrics_dir()
+arbiter.log_worker_deaths()
+
+
 hub = Hub()
 http_app = create_app(hub)
+auth = TokenStore.from_env()
+
+
+def _count_refused() -> None:
+    hub.unresolved.failed("http", UNAUTHENTICATED.reason)
+
+
+class SecuredSpec(OpenAPISpecification):
+    """BentoML's OpenAPI document with the bearer scheme declared (its spec classes have no
+    security fields, and BentoML builds the mounted app's paths itself, from its routes)."""
+
+    def asdict(self) -> dict[str, Any]:
+        return secure_openapi(super().asdict(), metrics_open=not auth.metrics_auth)
+
+
+yaml.add_representer(SecuredSpec, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
 
 
 class FrontDoorService(Service):  # type: ignore[type-arg]
@@ -35,7 +67,17 @@ class FrontDoorService(Service):  # type: ignore[type-arg]
     """
 
     def to_asgi(self, is_main: bool = True) -> object:
-        return FrontDoor(super().to_asgi(is_main=is_main), http_app, hub, task_paths())
+        door = FrontDoor(super().to_asgi(is_main=is_main), http_app, hub, task_paths())
+        if auth.enabled:
+            door.guard = HttpGuard(auth, _count_refused)
+        return door
+
+    @property
+    def openapi_spec(self) -> OpenAPISpecification:
+        spec = super().openapi_spec
+        if not auth.enabled:
+            return spec
+        return SecuredSpec(**{name: getattr(spec, name) for name in attrs.fields_dict(OpenAPISpecification)})
 
 
 def _workers() -> int:
@@ -45,6 +87,13 @@ def _workers() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
+def _ssl() -> dict[str, Any]:
+    # BentoML's `ssl` service config (what `bentoml serve --ssl-certfile/--ssl-keyfile` sets),
+    # from the same files as gRPC's; a bad setting fails `bentoml serve` at once.
+    files = tls_files()
+    return {"ssl": {"enabled": True, "certfile": files[0], "keyfile": files[1]}} if files else {}
+
+
 @bentoml.service(
     name="zooserve",
     workers=_workers(),
@@ -52,6 +101,7 @@ def _workers() -> int:
     traffic={"timeout": 600},
     metrics={"enabled": True, "namespace": "bentoml_service"},
     service_class=FrontDoorService,
+    **_ssl(),
 )
 @bentoml.asgi_app(http_app, path="/")
 class ZooServe:
@@ -72,10 +122,16 @@ class ZooServe:
             settings.workers,
         )
         await hub.start(settings)
-        from services.v2.grpc_server import GrpcServer  # imported here: its protobuf modules clash with tritonclient's
+        from services.v2.grpc_server import GrpcServer, PortHeld  # here: its protobuf modules clash with tritonclient's
 
-        self.grpc = GrpcServer(hub)
-        await self.grpc.start(settings)  # same event loop as HTTP, so both feed the same batchers
+        self.grpc = GrpcServer(hub, auth)
+        try:
+            await self.grpc.start(settings)  # same event loop as HTTP, so both feed the same batchers
+        except PortHeld as exc:
+            # Never share the port with another server: stay up, unready, and say why.
+            hub.problems["grpc"] = f"{exc}; this server does not serve gRPC and stays unready"
+            log.error("zooserve: %s", hub.problems["grpc"])
+            self.grpc = None
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

@@ -92,8 +92,8 @@ class TaskCodec:
         options = {}
         for option in self.options:
             value = codecs.single(data, option.name, multipart)
-            if multipart and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
+            if multipart and isinstance(value, str):
+                value = codecs.parse_int(value, value)
             options[option.name] = option.read(value)
         return options
 
@@ -118,7 +118,11 @@ def image_item(value: Any) -> bytes:
         return bytes(value)
     if not isinstance(value, str):
         raise BadInput("expected a base64 string or a file")
-    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    text = value
+    if value.startswith("data:"):
+        if "," not in value:
+            raise BadInput("a data: URL needs a comma before its base64 data")
+        text = value.split(",", 1)[1]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -139,8 +143,8 @@ def text_item(value: Any) -> str:
 
 def seed_item(value: Any) -> int:
     """An integer seed (multipart: its digits); its range is the model's to check."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = codecs.parse_int(value, value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadInput("a seed must be an integer")
     return value

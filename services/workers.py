@@ -24,6 +24,11 @@ def default_folder() -> Path:
     return Path(base) / f"zooserve-workers-{os.getppid()}"
 
 
+def containerized() -> bool:
+    """Inside BentoML's container mode workers are not respawned (BENTOML_CONTAINERIZED)."""
+    return os.environ.get("BENTOML_CONTAINERIZED", "").lower() in ("1", "true", "yes")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -49,6 +54,8 @@ class WorkerBoard:
         if ready == self._published:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self._published is None and not containerized():
+            self.forget_dead()  # BentoML respawned this worker in place of a dead one
         temporary = self._mine.with_suffix(".tmp")
         temporary.write_text(json.dumps({"pid": self.pid, "ready": ready}))
         temporary.replace(self._mine)
@@ -61,8 +68,7 @@ class WorkerBoard:
             self.folder.rmdir()
         self._published = None
 
-    def workers(self) -> list[dict[str, Any]]:
-        """The published states of the live workers."""
+    def _states(self) -> list[dict[str, Any]]:
         states = []
         for path in self.folder.glob("*.json"):
             try:
@@ -70,9 +76,23 @@ class WorkerBoard:
                 pid = int(state["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced, or not ours
-            if pid == self.pid or _alive(pid):
-                states.append({"pid": pid, "ready": bool(state.get("ready"))})
+            alive = pid == self.pid or _alive(pid)
+            states.append({"pid": pid, "ready": bool(state.get("ready")), "alive": alive})
         return sorted(states, key=lambda s: s["pid"])
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The published states of the live workers."""
+        return [{"pid": s["pid"], "ready": s["ready"]} for s in self._states() if s["alive"]]
+
+    def dead(self) -> list[int]:
+        """Workers that published a state and died without withdrawing it (killed, crashed)."""
+        return [s["pid"] for s in self._states() if not s["alive"]]
+
+    def forget_dead(self) -> None:
+        """A new worker clears the files of the dead one it replaces."""
+        for pid in self.dead():
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / f"{pid}.json").unlink()
 
     def summary(self) -> dict[str, Any]:
         states = self.workers()

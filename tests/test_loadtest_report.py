@@ -8,21 +8,29 @@
 - With the real loadtests/locustfile.py, Locust's final `_stats.csv` holds every request the
   server answered, the same counts as report.html: a short real Locust run against a stub HTTP
   server on loopback (about 6 s).
+- The API token (ZOOSERVE_API_TOKEN, or the first token of ZOOSERVE_API_TOKENS_FILE) reaches
+  every client as `Authorization: Bearer <token>`: http_json, the /metrics scrape, the aiohttp
+  load generator, the Locust users (HTTP headers, gRPC metadata) and k6 (HTTP headers, gRPC
+  metadata) as the benchmark runs it; recorded by stub HTTP and gRPC servers on loopback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.server
 import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pytest
@@ -31,8 +39,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtests import loadtest  # noqa: E402
-from loadtests.servers import ROOT  # noqa: E402
+from loadtests import auth, loadtest, scrape  # noqa: E402
+from loadtests.servers import BIN, ROOT, http_json  # noqa: E402
 
 # StatsCSVFileWriter.stats_history_csv_columns of Locust 2.47 (the pinned one), default percentiles
 HISTORY_HEADER = (
@@ -280,3 +288,263 @@ def test_final_stats_csv_holds_every_answered_request(slow_server: str, tmp_path
     }
     with (out / "locust_failures.csv").open() as fh:
         assert next(csv.reader(fh)) == ["Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen"]
+
+
+# ---- the API token ----------------------------------------------------------------------
+
+TOKEN = "zooserve-test-token-4f9c"
+TOKEN_VARS = (auth.TOKEN_VAR, auth.TOKENS_FILE_VAR)
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Records every request's method, path and headers; answers with `answer(n)`, n counting
+    from 0: (status, extra headers); 200 by default.  GET /metrics answers an empty scrape."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    answer: Callable[[int], tuple[int, dict[str, str]]] = staticmethod(lambda n: (200, {}))
+    lock = threading.Lock()
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with RecordingHandler.lock:
+            n = len(RecordingHandler.seen)
+            RecordingHandler.seen.append((self.command, self.path, dict(self.headers.items())))
+        status, extra = RecordingHandler.answer(n)
+        if self.path == "/metrics":
+            body, kind = b"", "text/plain; version=0.0.4"
+        else:
+            body, kind = json.dumps({"ok": status == 200}).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_http() -> Iterator[str]:
+    """A RecordingHandler server on loopback (answering 200 until told otherwise); its URL."""
+    RecordingHandler.seen = []
+    RecordingHandler.answer = staticmethod(lambda n: (200, {}))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def recording_server() -> Iterator[str]:
+    with recording_http() as url:
+        yield url
+
+
+@pytest.fixture
+def no_token(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Neither token variable set, whatever the environment running the tests holds."""
+    for name in TOKEN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def authorizations() -> list[str | None]:
+    """The Authorization header of every recorded request (None where it had none)."""
+    return [next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+            for _, _, headers in RecordingHandler.seen]
+
+
+def test_api_token_from_the_variable_or_the_first_line_of_the_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# rotated 2026-11\n\n   \n  second-is-not-used-first  \nthird\n")
+    assert auth.api_token({}) is None and auth.auth_headers({}) == {} and auth.grpc_metadata({}) == ()
+    assert auth.api_token({auth.TOKEN_VAR: TOKEN, auth.TOKENS_FILE_VAR: str(tokens)}) == TOKEN  # the variable first
+    assert auth.api_token({auth.TOKEN_VAR: "", auth.TOKENS_FILE_VAR: str(tokens)}) == "second-is-not-used-first"
+    assert auth.auth_headers({auth.TOKEN_VAR: TOKEN}) == {"Authorization": f"Bearer {TOKEN}"}
+    assert auth.grpc_metadata({auth.TOKEN_VAR: TOKEN}) == (("authorization", f"Bearer {TOKEN}"),)
+    assert auth.with_auth({"authorization": "Bearer own"}, {auth.TOKEN_VAR: TOKEN}) == {"authorization": "Bearer own"}
+    assert auth.k6_env({auth.TOKENS_FILE_VAR: str(tokens)})[auth.TOKEN_VAR] == "second-is-not-used-first"
+    (tmp_path / "empty").write_text("# none yet\n")
+    for missing in (tmp_path / "empty", tmp_path / "absent"):
+        with pytest.raises(RuntimeError, match=auth.TOKENS_FILE_VAR):
+            auth.api_token({auth.TOKENS_FILE_VAR: str(missing)})
+
+
+def test_http_json_scrape_and_httpload_send_the_token(
+    recording_server: str, no_token: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    http_json(f"{recording_server}/readyz")
+    assert authorizations() == [None], "no token set: no header"
+
+    no_token.setenv(auth.TOKEN_VAR, TOKEN)
+    RecordingHandler.seen = []
+    assert http_json(f"{recording_server}/readyz")[0] == 200
+    http_json(f"{recording_server}/classify", {"images": []})
+    http_json(f"{recording_server}/v2/models/m/infer", b"{}", headers={"Content-Type": "application/json"})
+    http_json(f"{recording_server}/classify", {}, headers={"authorization": "Bearer the-caller-s"})
+    scrape.scrape(recording_server)
+    assert authorizations() == [f"Bearer {TOKEN}"] * 3 + ["Bearer the-caller-s", f"Bearer {TOKEN}"]
+    assert [path for _, path, _ in RecordingHandler.seen][-1] == "/metrics"
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# comment\nfrom-the-file\nnot-this-one\n")
+    no_token.delenv(auth.TOKEN_VAR)
+    no_token.setenv(auth.TOKENS_FILE_VAR, str(tokens))
+    RecordingHandler.seen = []
+    http_json(f"{recording_server}/livez")
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.httpload", f"{recording_server}/generate", "--body", str(body),
+         "--concurrency", "1", "--duration", "0.3", "--max-requests", "3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert authorizations() == ["Bearer from-the-file"] * len(RecordingHandler.seen) and len(RecordingHandler.seen) >= 2
+
+
+def write_manifest(folder: Path, model: str = "stub", path: str = "/classify") -> None:
+    """One task payload for the real locustfile: POST `path` as `task <model> json-1`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "task-stub.json").write_text("{}")
+    entry = {"protocol": "task", "model": model, "path": path, "label": "json-1", "file": "task-stub.json",
+             "headers": {"Content-Type": "application/json"}, "bench": False}
+    (folder / "manifest.json").write_text(json.dumps([entry]))
+
+
+def locust_run(url: str, tmp_path: Path, env: dict[str, str], users: int = 2, run_time: str = "2s",
+               scenario: str = "mixed", max_requests: int = 0) -> subprocess.CompletedProcess:
+    """The real locustfile (no shape) as loadtest.py runs it, over write_manifest's payload."""
+    folder = tmp_path / "payloads"
+    write_manifest(folder)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    args = argparse.Namespace(shape="constant", users=users, spawn_rate=0, run_time=run_time)
+    full = {**os.environ, **env, "PYTHONPATH": str(ROOT), "ZOOSERVE_LOAD_PAYLOADS": str(folder),
+            "ZOOSERVE_LOAD_SCENARIO": scenario, "ZOOSERVE_LOAD_MAX_REQUESTS": str(max_requests)}
+    return subprocess.run(loadtest.locust_command(args, url, out), cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=90)
+
+
+def test_locust_users_send_the_token(recording_server: str, tmp_path: Path) -> None:
+    env = {auth.TOKEN_VAR: TOKEN, auth.TOKENS_FILE_VAR: ""}
+    done = locust_run(recording_server, tmp_path, env, max_requests=40)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(RecordingHandler.seen) >= 2
+    assert {(method, path) for method, path, _ in RecordingHandler.seen} == {("POST", "/classify")}
+    assert authorizations() == [f"Bearer {TOKEN}"] * len(RecordingHandler.seen)
+
+
+class RecordingGrpc:
+    """A gRPC server on loopback that answers every unary call with empty bytes (an empty
+    message of any type) and records each call's method and invocation metadata."""
+
+    def __init__(self) -> None:
+        import grpc
+
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        calls = self.calls
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details: Any) -> Any:
+                def answer(request: bytes, context: Any) -> bytes:
+                    calls.append((details.method, dict(context.invocation_metadata())))
+                    return b""
+
+                return grpc.unary_unary_rpc_method_handler(answer)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((Handler(),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def infer_metadata(self) -> list[str | None]:
+        return [m.get("authorization") for method, m in self.calls if method.endswith("/ModelInfer")]
+
+
+@pytest.fixture
+def recording_grpc() -> Iterator[RecordingGrpc]:
+    server = RecordingGrpc()
+    try:
+        yield server
+    finally:
+        server.server.stop(0)
+
+
+def test_grpc_clients_send_the_token_as_metadata(
+    recording_grpc: RecordingGrpc, no_token: pytest.MonkeyPatch
+) -> None:
+    from loadtests.grpcraw import RawInferClient, probe
+
+    target = f"127.0.0.1:{recording_grpc.port}"
+    assert probe(target, b"") is None
+    no_token.setenv(auth.TOKEN_VAR, TOKEN)
+    client = RawInferClient(target)  # the Locust gRPC user's client
+    try:
+        client.infer(b"")
+    finally:
+        client.close()
+    assert probe(target, b"") is None  # the benchmark's check before a gRPC step
+    assert recording_grpc.infer_metadata() == [None, f"Bearer {TOKEN}", f"Bearer {TOKEN}"]
+
+
+def test_k6_as_the_benchmark_runs_it_sends_the_token(
+    recording_server: str, recording_grpc: RecordingGrpc, no_token: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from loadtests import bench
+
+    commands: list[list[str]] = []
+    run = subprocess.run
+
+    def recording_run(command: list[str], *args: Any, **kwargs: Any) -> subprocess.CompletedProcess:
+        commands.append([str(c) for c in command])
+        return run(command, *args, **kwargs)
+
+    no_token.setattr(bench.subprocess, "run", recording_run)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# the first token is the one sent\nk6-token\nother\n")
+    no_token.setenv(auth.TOKENS_FILE_VAR, str(tokens))
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"model_name": "stub"}))  # also the protojson ModelInferRequest k6 sends
+    headers = {"Content-Type": "application/json"}
+    result = bench.k6_run("http", f"{recording_server}/classify", body, headers, 1, 1.0, 3, tmp_path)
+    assert result["requests"] == 3 and result["failed"] == 0, result
+    assert authorizations() == ["Bearer k6-token"] * 3
+    own = {**headers, "Authorization": "Bearer the-caller-s"}  # a header of the caller's own is kept
+    RecordingHandler.seen = []
+    bench.k6_run("http", f"{recording_server}/classify", body, own, 1, 1.0, 2, tmp_path)
+    assert authorizations() == ["Bearer the-caller-s"] * 2
+    result = bench.k6_run("grpc", f"127.0.0.1:{recording_grpc.port}", body, {}, 1, 1.0, 2, tmp_path)
+    assert result["requests"] == 2, result
+    assert recording_grpc.infer_metadata() == ["Bearer k6-token"] * 2
+    # the token reaches k6 in its environment, never on its command line (which `ps` shows)
+    assert len(commands) == 3 and not any("k6-token" in " ".join(c) for c in commands), commands
+
+
+def test_k6_grpc_smoke_script_sends_the_token(
+    recording_grpc: RecordingGrpc, no_token: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# the script reads the file itself\n{TOKEN}\n")
+    no_token.setenv(auth.TOKENS_FILE_VAR, str(tokens))
+    command = [str(BIN / "k6"), "run", "--no-usage-report", "-q", "-e",
+               f"TARGET=127.0.0.1:{recording_grpc.port}", "-e", "VUS=1", "-e", "DURATION=1s",
+               str(ROOT / "loadtests" / "k6_grpc.js")]
+    # the stub answers empty messages, so the script's own checks fail: only the metadata counts here
+    subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)  # k6 run as tests/test_v2.py runs it
+    assert recording_grpc.infer_metadata(), recording_grpc.calls
+    assert set(recording_grpc.infer_metadata()) == {f"Bearer {TOKEN}"}
+    ready = [m.get("authorization") for method, m in recording_grpc.calls if method.endswith("/ServerReady")]
+    assert ready == [f"Bearer {TOKEN}"]

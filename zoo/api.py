@@ -171,6 +171,11 @@ class Processor(ABC):
     def postprocess(self, row: Row, task: Task) -> Any:
         """One item's output arrays to the typed result of `task` (a zoo.results class)."""
 
+    def pixels(self, item: Any) -> int:
+        """The pixels `item` will decode to, read from its header alone (0 if not an image):
+        what a request's pixel budget counts before anything is decoded."""
+        return 0
+
     def sample(self, count: int) -> list[Any]:
         """`count` random items, for tasks that sample (generate with `count`)."""
         raise BadInput("this model does not sample random inputs")

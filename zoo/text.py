@@ -71,6 +71,10 @@ def check_text(item: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
         raise BadInput(f"a text must be a string, not {type(item).__name__}")
     if len(item) > max_chars:
         raise BadInput(f"text of {len(item)} characters exceeds the limit of {max_chars}")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is no character at all
+        raise BadInput(f"text is not valid Unicode: {exc.reason} at position {exc.start}") from None
     return item
 
 

@@ -70,6 +70,18 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def image_pixels(data: Any) -> int:
+    """Width x height from an encoded image's header (no decoding); 0 if it is not one."""
+    if isinstance(data, Image.Image):
+        return data.width * data.height
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # not an image: preprocessing says so, naming the item
+        return 0
+    return int(width) * int(height)
+
+
 @dataclass(frozen=True)
 class ImagePreset:
     """torchvision's `ImageClassification` eval preset, on Pillow and numpy."""
@@ -110,6 +122,9 @@ class ImageProcessor(Processor):
         self.preset = preset
         self.labels = labels
         self.max_pixels = limits.max_pixels
+
+    def pixels(self, item: Any) -> int:
+        return image_pixels(item)
 
     def preprocess(self, item: Any) -> Row:
         image = item if isinstance(item, Image.Image) else decode_image(item, self.max_pixels)

@@ -6,12 +6,19 @@ requests for one model share batches.  Every serving worker binds the same port 
 SO_REUSEPORT and the kernel spreads connections over them.  Message size limits in both
 directions are `limits.max_v2_body_bytes` (64 MiB by default, gRPC's own default is 4 MiB).
 
+One gRPC port per server: the workers of one `bentoml serve` share it (SO_REUSEPORT), but a
+second server on the same port would silently take a share of the connections, so a worker
+binds only when the port is free or already its own server's (`PortClaim`); otherwise it
+raises `PortHeld` and the server stays unready, saying why.  The host is the HTTP server's
+unless ZOOSERVE_GRPC_HOST says otherwise; TLS with ZOOSERVE_TLS_CERT/_KEY; bearer tokens
+(services/auth.py) by an interceptor; reflection unless ZOOSERVE_GRPC_REFLECTION=0.
+
 Inputs come in `raw_input_contents` (what tritonclient sends) or typed `contents`; outputs
 always go in `raw_output_contents`, the only place tritonclient reads them from.  Status
 codes come from the one error table (services/errors.py): INVALID_ARGUMENT (bad input),
 NOT_FOUND (unknown model or version), UNAVAILABLE (not ready, shutting down),
 RESOURCE_EXHAUSTED (queue full, with `retry-after` trailing metadata; also gRPC's own answer
-to an oversized message), DEADLINE_EXCEEDED (timed out).
+to an oversized message), DEADLINE_EXCEEDED (timed out), UNAUTHENTICATED (no valid token).
 
     grpcurl -plaintext localhost:8001 list
     grpcurl -plaintext -d '{"name":"resnet50"}' localhost:8001 inference.GRPCInferenceService/ModelMetadata
@@ -22,18 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.auth import TokenInterceptor, TokenStore
 from services.config import Settings
-from services.errors import BadRequest, ServeError, kind_of
+from services.errors import BAD_INPUT, UNAUTHENTICATED, BadRequest, DeadlineExceeded, ServeError, kind_of
 from services.hub import Hub
 from services.proto import open_inference_grpc_pb2 as pb2
 from services.proto import open_inference_grpc_pb2_grpc as pb2_grpc
 from services.v2 import models
+from services.v2.grpc_handlers import add_servicer
+from services.v2.grpc_port import PortClaim, PortHeld
 from services.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -156,7 +167,12 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
                     decoded = decode_request(request)
                 except TensorError as exc:
                     raise BadRequest(str(exc)) from None
-                return encode_response(await model.infer(decoded))
+                remaining = context.time_remaining()  # the client's deadline: no work past it
+                try:
+                    response = await asyncio.wait_for(model.infer(decoded), remaining)
+                except TimeoutError:
+                    raise DeadlineExceeded("the call's deadline passed before the answer") from None
+                return encode_response(response)
         except ServeError as exc:
             await _abort(context, exc)
         except Exception as exc:  # a bug of ours: counted as `error` above; the client gets INTERNAL
@@ -167,8 +183,9 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
 class GrpcServer:
     """The worker's gRPC server over a hub: start after the hub, stop (gracefully) before it."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, auth: TokenStore | None = None) -> None:
         self.hub = hub
+        self.auth = auth if auth is not None and auth.enabled else None
         self.server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port: int | None = None
@@ -176,24 +193,52 @@ class GrpcServer:
 
     async def start(self, settings: Settings) -> int:
         limit = settings.limits.max_v2_body_bytes
+        interceptors = []
+        if self.auth is not None:
+            refused = self.hub.unresolved
+
+            def count() -> None:
+                refused.failed(PROTOCOL, UNAUTHENTICATED.reason)
+
+            interceptors.append(TokenInterceptor(self.auth, count))
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 1),  # several serving workers share the port
-            ]
+            ],
         )
-        pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.hub), server)
+        unresolved = self.hub.unresolved
+
+        def malformed(method: str) -> None:  # a message that did not parse: counted when it asked for inference
+            if method == "ModelInfer":
+                unresolved.failed(PROTOCOL, BAD_INPUT.reason)
+
+        add_servicer(InferenceServicer(self.hub), server, malformed)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-        )
+        if settings.grpc_reflection:
+            reflection.enable_server_reflection(
+                (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+            )
         host = settings.grpc_host
         bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
         address = f"{bracketed}:{settings.grpc_port}"
+        credentials = None
+        if settings.tls is not None:
+            cert, key = (Path(path).read_bytes() for path in settings.tls)
+            credentials = grpc.ssl_server_credentials([(key, cert)])
+
+        def add_port() -> int:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+
         try:
-            self.port = server.add_insecure_port(address)
+            self.port = PortClaim(host, settings.grpc_port).bind(add_port)
+        except PortHeld:
+            raise
         except RuntimeError as exc:
             raise RuntimeError(f"gRPC cannot listen on {address}: {exc}") from None
         if not self.port:
@@ -202,7 +247,14 @@ class GrpcServer:
         self.server = server
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._watch = asyncio.get_running_loop().create_task(self._follow_readiness())
-        log.info("zooserve: gRPC (KServe v2) on %s, message limit %d bytes", address, limit)
+        log.info(
+            "zooserve: gRPC (KServe v2) on %s%s, message limit %d bytes%s%s",
+            address,
+            " (TLS)" if settings.tls else "",
+            limit,
+            ", bearer tokens required" if self.auth else "",
+            "" if settings.grpc_reflection else ", reflection off",
+        )
         return self.port
 
     async def _set_health(self, status: Any) -> None:

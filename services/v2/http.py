@@ -24,8 +24,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
-from services.codecs import read_body
-from services.errors import BadRequest, NotFound, ServeError, TooLarge, UnsupportedMedia, clip, retry_after_header
+from services.codecs import as_digits, inflate, load_json, read_body, unless_disconnected
+from services.errors import BadRequest, NotFound, Overloaded, ServeError, clip, retry_after_header
 from services.hub import Hub
 from services.v2 import models
 from services.v2.tensors import (
@@ -96,8 +96,11 @@ def create_router(hub: Hub) -> APIRouter:
             with hub.observe(PROTOCOL) as call:
                 model = models.resolve(hub, name, version)
                 call.runtime = model.runtime
+                batcher = model.runtime.batcher
+                if batcher is not None and batcher.full:  # overload: refused before the body is read
+                    raise Overloaded(f"{name} is at its queue limit; retry later", retry_after=1)
                 limit = hub.settings.limits.max_v2_body_bytes
-                body = await read_body(request, limit)
+                body = await read_body(request, limit, hub.settings.limits.body_timeout_s)
                 encoding = request.headers.get("content-encoding", "").strip().lower()
                 header_length = request.headers.get(HEADER_LENGTH)
                 if len(body) > _OFFLOAD_BYTES or encoding:
@@ -107,7 +110,7 @@ def create_router(hub: Hub) -> APIRouter:
                 else:
                     decoded = decode_request(body, encoding, header_length, name, version, limit)
                 infer_request, binary_default, binary_outputs = decoded
-                response = await model.infer(infer_request)
+                response = await unless_disconnected(request, model.infer(infer_request))
                 content, headers = encode_response(response, binary_default, binary_outputs)
                 return compressed(content, headers, request.headers.get("accept-encoding", ""))
         except ServeError as exc:
@@ -121,36 +124,18 @@ def create_router(hub: Hub) -> APIRouter:
     return router
 
 
-def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise UnsupportedMedia(f"unsupported Content-Encoding {clip(encoding)!r}; use gzip or deflate", "body")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding} data: {exc}", "body") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes", "body")
-    return out
-
-
 def decode_request(
     body: bytes, encoding: str, header_length: str | None, name: str, version: str | None, limit: int
 ) -> tuple[InferRequest, bool, dict[str, bool]]:
     """The request, the request-wide `binary_data_output`, and per-output `binary_data` choices."""
-    body = _inflate(body, encoding, limit)
+    body = inflate(body, encoding, limit)
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
+        if not 0 <= as_digits(header_length) <= len(body):
             raise BadRequest(f"Inference-Header-Content-Length {clip(header_length)!r} does not fit the body")
-        split = int(header_length)
+        split = as_digits(header_length)
     else:
         split = len(body)
-    try:
-        document = json.loads(body[:split])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON inference header: {exc}", "body") from None
+    document = load_json(memoryview(body)[:split], "JSON inference header")
     if not isinstance(document, dict):
         raise BadRequest("the inference request must be a JSON object", "body")
     binary = memoryview(body)[split:]
@@ -180,28 +165,29 @@ def _decode_document(
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise TensorError(f"inputs[{i}] must be an object with a 'name'")
         tensor_name = item["name"]
+        shown = clip(tensor_name)
         datatype = item.get("datatype")
         if not isinstance(datatype, str):
-            raise TensorError(f"tensor '{tensor_name}': 'datatype' is required")
+            raise TensorError(f"tensor '{shown}': 'datatype' is required")
         numpy_dtype(datatype, tensor_name)
         shape = check_shape(item.get("shape"), tensor_name)
-        params = _parameters(item.get("parameters"), f"tensor '{tensor_name}'")
+        params = _parameters(item.get("parameters"), f"tensor '{shown}'")
         size = params.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise TensorError(f"tensor '{tensor_name}': binary_data_size must be a non-negative integer")
+                raise TensorError(f"tensor '{shown}': binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise TensorError(
-                    f"tensor '{tensor_name}': binary_data_size {size} runs past the {len(binary)} bytes of binary data"
+                    f"tensor '{shown}': binary_data_size {size} runs past the {len(binary)} bytes of binary data"
                 )
             if "data" in item:
-                raise TensorError(f"tensor '{tensor_name}': give 'data' or binary_data_size, not both")
+                raise TensorError(f"tensor '{shown}': give 'data' or binary_data_size, not both")
             data = from_raw(tensor_name, datatype, shape, binary[offset : offset + size])
             offset += size
             inputs.append(InferTensor(tensor_name, datatype, shape, data, params))
         else:
             if "data" not in item:
-                raise TensorError(f"tensor '{tensor_name}': 'data' is required (or binary_data_size)")
+                raise TensorError(f"tensor '{shown}': 'data' is required (or binary_data_size)")
             data = from_json(tensor_name, datatype, shape, item["data"])
             inputs.append(InferTensor(tensor_name, datatype, shape, data, params, json=True))
     if offset != len(binary):
@@ -217,7 +203,7 @@ def _decode_document(
         for i, item in enumerate(document["outputs"]):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise TensorError(f"outputs[{i}] must be an object with a 'name'")
-            params = _parameters(item.get("parameters"), f"output '{item['name']}'")
+            params = _parameters(item.get("parameters"), f"output '{clip(item['name'])}'")
             if "binary_data" in params:
                 binary_outputs[item["name"]] = params["binary_data"] is True
             outputs.append(RequestedOutput(item["name"], params))

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from services.errors import clip
+
 # v2 datatype -> numpy dtype (little-endian).  BF16 has no numpy dtype and is refused.
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype("?"),
@@ -54,6 +56,7 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+MAX_DIMS = 16  # far past any model's rank; numpy itself stops at 64
 
 
 class TensorError(ValueError):
@@ -72,18 +75,22 @@ def datatype_of(dtype: str | np.dtype[Any]) -> str:
 
 
 def numpy_dtype(datatype: str, name: str) -> np.dtype[Any]:
+    name = clip(name)  # a client's name, as messages repeat it
     try:
         return DATATYPES[datatype]
     except KeyError:
         known = ", ".join(DATATYPES)
-        raise TensorError(f"tensor '{name}': unsupported datatype {datatype!r}; supported: {known}") from None
+        raise TensorError(f"tensor '{name}': unsupported datatype {clip(datatype)!r}; supported: {known}") from None
 
 
 def check_shape(shape: Sequence[Any], name: str) -> tuple[int, ...]:
+    name = clip(name)  # a client's name, as messages repeat it
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise TensorError(f"tensor '{name}': shape must be a list of integers, got {shape!r}")
+        raise TensorError(f"tensor '{name}': shape must be a list of integers, got {clip(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise TensorError(f"tensor '{name}': shape has {len(shape)} dimensions; at most {MAX_DIMS}")
     if any(d < 0 for d in shape):
-        raise TensorError(f"tensor '{name}': shape {list(shape)} has a negative dimension")
+        raise TensorError(f"tensor '{name}': shape {clip(list(shape))} has a negative dimension")
     return tuple(int(d) for d in shape)
 
 
@@ -164,6 +171,7 @@ def serialize_bytes(items: Iterable[bytes]) -> bytes:
 
 
 def deserialize_bytes(buffer: bytes | memoryview, count: int, name: str) -> list[bytes]:
+    name = clip(name)  # a client's name, as messages repeat it
     view = memoryview(buffer)
     out: list[bytes] = []
     offset = 0
@@ -188,8 +196,18 @@ def _object_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
 
 
 # -- raw (binary) data ------------------------------------------------------------------------
+def _check_finite(name: str, datatype: str, array: np.ndarray) -> np.ndarray:
+    """NaN and infinities are refused: a model's answer to them is meaningless, and JSON has
+    no way to write them back."""
+    name = clip(name)  # a client's name, as messages repeat it
+    if datatype.startswith("FP") and array.size and not np.isfinite(array).all():
+        raise TensorError(f"tensor '{name}': {datatype} data holds NaN or infinity; send finite numbers")
+    return array
+
+
 def from_raw(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview) -> np.ndarray:
     """A tensor from its binary form (HTTP binary extension or gRPC raw_input_contents)."""
+    name = clip(name)  # a client's name, as messages repeat it
     dtype = numpy_dtype(datatype, name)
     count = element_count(shape)
     if datatype == "BYTES":
@@ -204,7 +222,7 @@ def from_raw(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | m
         if raw.size and raw.max() > 1:
             raise TensorError(f"tensor '{name}': BOOL bytes must be 0 or 1")
         return raw.view(np.bool_).reshape(shape)
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    return _check_finite(name, datatype, np.frombuffer(buffer, dtype=dtype).reshape(shape))
 
 
 def to_raw(array: np.ndarray, datatype: str) -> bytes:
@@ -228,6 +246,9 @@ def _flatten(data: Any) -> list[Any]:
 
 
 def _check_numbers(name: str, datatype: str, source: np.ndarray, converted: np.ndarray) -> None:
+    name = clip(name)  # a client's name, as messages repeat it
+    if not source.size:
+        return  # an empty list is float64 to numpy: nothing to check (an empty axis is the model's to refuse)
     kind = source.dtype.kind
     if datatype == "BOOL":
         ok = kind == "b"
@@ -252,8 +273,19 @@ def _check_numbers(name: str, datatype: str, source: np.ndarray, converted: np.n
             raise TensorError(f"tensor '{name}': values overflow {datatype}")
 
 
+def _check_integer_range(name: str, datatype: str, data: list[Any]) -> None:
+    """Python integers past the datatype's range (numpy would make them floats or objects)."""
+    name = clip(name)  # a client's name, as messages repeat it
+    info = np.iinfo(DATATYPES[datatype])
+    flat = _flatten(data)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat) and flat:
+        if min(flat) < info.min or max(flat) > info.max:
+            raise TensorError(f"tensor '{name}': values out of the {datatype} range {info.min}..{info.max}")
+
+
 def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     """A tensor from JSON "data": row-major, nested or flat; BYTES elements are strings."""
+    name = clip(name)  # a client's name, as messages repeat it
     dtype = numpy_dtype(datatype, name)
     count = element_count(shape)
     if not isinstance(data, list):
@@ -261,25 +293,27 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
     if datatype == "BYTES":
         flat = _flatten(data)
         if len(flat) != count:
-            raise TensorError(f"tensor '{name}': {len(flat)} elements of data, shape {list(shape)} needs {count}")
+            raise TensorError(f"tensor '{name}': {len(flat)} elements of data, shape {clip(list(shape))} needs {count}")
         if not all(isinstance(item, str) for item in flat):
             raise TensorError(f"tensor '{name}': BYTES data in JSON must be strings")
         try:
             return _object_array([item.encode("utf-8") for item in flat], shape)
         except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form
             raise TensorError(f"tensor '{name}': BYTES data holds a string that is not valid Unicode") from None
+    if datatype.startswith(("INT", "UINT")):
+        _check_integer_range(name, datatype, data)
     try:
         source = np.asarray(data)
     except (ValueError, OverflowError) as exc:
         raise TensorError(f"tensor '{name}': data is not a rectangular array of numbers ({exc})") from None
     if source.size != count:
-        raise TensorError(f"tensor '{name}': {source.size} elements of data, shape {list(shape)} needs {count}")
+        raise TensorError(f"tensor '{name}': {source.size} elements of data, shape {clip(list(shape))} needs {count}")
     if source.shape not in (shape, (count,)):
         raise TensorError(f"tensor '{name}': nested data of shape {list(source.shape)} does not match {list(shape)}")
     with np.errstate(over="ignore", invalid="ignore"):
         converted = source.astype(dtype) if source.dtype.kind in "biuf" else source
     _check_numbers(name, datatype, source, converted)
-    return converted.reshape(shape)
+    return _check_finite(name, datatype, converted.reshape(shape))
 
 
 def to_json(array: np.ndarray, datatype: str, text: bool = True) -> tuple[list[Any], dict[str, Any]]:
@@ -303,6 +337,7 @@ def to_json(array: np.ndarray, datatype: str, text: bool = True) -> tuple[list[A
 # -- gRPC typed contents -------------------------------------------------------------------------
 def from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: Any) -> np.ndarray:
     """A tensor from a gRPC InferTensorContents message (the typed alternative to raw bytes)."""
+    name = clip(name)  # a client's name, as messages repeat it
     dtype = numpy_dtype(datatype, name)
     count = element_count(shape)
     if datatype not in CONTENTS_FIELD:
@@ -321,7 +356,7 @@ def from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: An
         info = np.iinfo(dtype)
         if source.min() < info.min or source.max() > info.max:
             raise TensorError(f"tensor '{name}': values out of the {datatype} range {info.min}..{info.max}")
-    return source.astype(dtype).reshape(shape)
+    return _check_finite(name, datatype, source.astype(dtype).reshape(shape))
 
 
 def parameters_from_proto(parameters: Mapping[str, Any]) -> dict[str, Any]:

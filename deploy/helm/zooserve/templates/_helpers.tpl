@@ -75,3 +75,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+
+{{/* The Secret holding the API tokens: auth.existingSecret, else the chart's own. */}}
+{{- define "zooserve.authSecretName" -}}
+{{- .Values.auth.existingSecret | default (printf "%s-auth" (include "zooserve.fullname" .)) }}
+{{- end }}
+
+{{/* Install-time checks of auth, metrics.auth and TLS (included by the Deployment). */}}
+{{- define "zooserve.authChecks" -}}
+{{- if .Values.auth.enabled }}
+{{- if and .Values.auth.existingSecret .Values.auth.token }}
+{{- fail "auth: set auth.existingSecret or auth.token, not both" }}
+{{- end }}
+{{- if not (or .Values.auth.existingSecret .Values.auth.token) }}
+{{- fail "auth.enabled needs auth.existingSecret (a Secret of yours holding the tokens) or auth.token" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.metrics.auth (not .Values.auth.enabled) }}
+{{- fail "metrics.auth needs auth.enabled: /metrics can only require a token that is configured" }}
+{{- end }}
+{{- if and .Values.metrics.auth .Values.auth.token .Values.metrics.tokenKey (ne .Values.metrics.tokenKey .Values.auth.secretKey) }}
+{{- fail "metrics.tokenKey: the chart's own Secret (auth.token) has only the key auth.secretKey; use auth.existingSecret for a key of its own" }}
+{{- end }}
+{{- $sm := .Values.metrics.serviceMonitor }}
+{{- if and .Values.metrics.auth $sm.enabled $sm.namespace (ne $sm.namespace .Release.Namespace) }}
+{{- fail "metrics.auth: the ServiceMonitor reads its bearerTokenSecret from its own namespace; leave metrics.serviceMonitor.namespace empty (the release namespace)" }}
+{{- end }}
+{{- end }}
