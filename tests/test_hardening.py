@@ -288,7 +288,10 @@ def test_an_aborted_upload_is_one_warning_line(server: Server) -> None:
         sock.sendall(head.encode() + b'{"seeds": [')
         time.sleep(0.3)  # the server is reading the body when the client leaves
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "client left during the upload" not in server.log_path.read_text()[len(before) :]:
+    while (
+        time.monotonic() < deadline
+        and "client left during the upload" not in server.log_path.read_text()[len(before) :]
+    ):
         time.sleep(0.1)
     new = server.log_path.read_text()[len(before) :]
     lines = [line for line in new.splitlines() if "client left during the upload" in line]
