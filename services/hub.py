@@ -168,17 +168,14 @@ class Hub:
         """The model a task request runs on: the one it names, else the task's default, else the
         one served model of that task.  Readiness is the caller's to check, once it counts the
         request under this model."""
+        if requested is not None:
+            runtime = self.model(requested)
+            if task in runtime.tasks:
+                return runtime
         serving = sorted(n for n, m in self.models.items() if task in m.tasks)
-        if requested is None:
-            if default in serving:
-                requested = default
-            elif len(serving) == 1:
-                requested = serving[0]
-            else:
-                raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")
-        runtime = self.model(requested)
-        if task not in runtime.tasks:
-            raise BadRequest(
-                f"model {requested!r} does not serve /{task}; served here: {', '.join(serving) or 'none'}", "model"
-            )
-        return runtime
+        if requested is not None:
+            served = ", ".join(serving) or "none"
+            raise BadRequest(f"model {requested!r} does not serve /{task}; served here: {served}", "model")
+        if default in serving or len(serving) == 1:
+            return self.models[default if default in serving else serving[0]]  # type: ignore[index]
+        raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")

@@ -1,5 +1,45 @@
-"""The server helpers the tests share with the benchmarks."""
+"""The server helpers the tests share with the benchmarks, and raw HTTP pieces for the tests."""
+
+from __future__ import annotations
+
+import io
+import socket
+import uuid
+from collections.abc import Sequence
 
 from loadtests.servers import BIN, ROOT, Server, free_port, http_json, running_server
 
-__all__ = ["BIN", "ROOT", "Server", "free_port", "http_json", "running_server"]
+__all__ = ["BIN", "ROOT", "Server", "free_port", "http_json", "multipart", "read_answer", "running_server"]
+
+
+def multipart(fields: Sequence[tuple[str, str | bytes]], boundary: str | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body and its content type; bytes values are sent as files."""
+    boundary = boundary or uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, bytes):
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'.encode())
+            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + value + b"\r\n")
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Status line, headers and the whole body (by Content-Length) of a raw HTTP answer."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0

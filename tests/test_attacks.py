@@ -38,7 +38,6 @@ import io
 import json
 import struct
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ import pytest
 from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import Server, http_json
+from tests.helpers import Server, http_json, multipart
 from zoo.vision import example_image
 
 try:  # the bearer token, when the server has one (loadtests/auth.py; absent: no token)
@@ -147,20 +146,6 @@ def dumps(doc: Any) -> bytes:
 
 def nested(depth: int, inner: bytes = b"") -> bytes:
     return b"[" * depth + inner + b"]" * depth
-
-
-def multipart(fields: Sequence[tuple[str, str | bytes]], boundary: str | None = None) -> tuple[bytes, str]:
-    boundary = boundary or uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields:
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, bytes):
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'.encode())
-            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + value + b"\r\n")
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 # -- answers and cases --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import Server, http_json, running_server
+from tests.helpers import Server, http_json, read_answer, running_server
 from zoo.vision import example_image
 
 JPEG = example_image(500, 375, "JPEG")
@@ -61,24 +61,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 def status_of(answer: bytes) -> int:
     match = re.match(rb"HTTP/1\.1 (\d{3})", answer)
     return int(match.group(1)) if match else 0
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Status line, headers and the whole body (by Content-Length)."""
-    answer = b""
-    while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    return answer
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":", 1)[1])
-    return 0
 
 
 def request_bytes(path: str, body: bytes, extra: str = "") -> bytes:

@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import Server, http_json, running_server
+from tests.helpers import Server, http_json, multipart, read_answer, running_server
 from zoo.vision import example_image
 
 JPEG = example_image(500, 375, "JPEG")
@@ -25,20 +24,6 @@ PNG = example_image(300, 200, "PNG")
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def multipart(fields: list[tuple[str, str | bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields:
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, bytes):
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'.encode())
-            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + value + b"\r\n")
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 def post(server: Server, path: str, body: Any, **headers: str) -> tuple[int, Any]:
@@ -207,20 +192,7 @@ def raw_post(server: Server, head: bytes, chunks: list[bytes]) -> bytes:
         sock.sendall(head)
         for chunk in chunks:
             sock.sendall(chunk)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-        return answer
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":", 1)[1])
-    return 0
+        return read_answer(sock)
 
 
 def test_oversized_body_is_413_and_the_worker_survives(small_server: Server) -> None:
