@@ -13,25 +13,12 @@
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
+import { apiToken } from './k6_auth.js';
 
 const PROTOCOL = __ENV.PROTOCOL || 'http';
 const VUS = parseInt(__ENV.VUS || '1');
 const LOOPBACK = /^(http:\/\/)?(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/;
 const TARGET = PROTOCOL === 'grpc' ? __ENV.TARGET : __ENV.URL;
-// The API token, as loadtests/auth.py finds it: ZOOSERVE_API_TOKEN, else the first line of
-// ZOOSERVE_API_TOKENS_FILE that is neither blank nor a # comment; '' without either.
-function apiToken() {
-  const token = (__ENV.ZOOSERVE_API_TOKEN || '').trim();
-  if (token || !__ENV.ZOOSERVE_API_TOKENS_FILE) {
-    return token;
-  }
-  for (const line of open(__ENV.ZOOSERVE_API_TOKENS_FILE).split('\n')) {
-    if (line.trim() && !line.trim().startsWith('#')) {
-      return line.trim();
-    }
-  }
-  throw new Error(`ZOOSERVE_API_TOKENS_FILE=${__ENV.ZOOSERVE_API_TOKENS_FILE} holds no token`);
-}
 const TOKEN = apiToken();
 if (!LOOPBACK.test(TARGET)) {
   throw new Error(`load tests target loopback only, not ${TARGET}`);

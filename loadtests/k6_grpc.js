@@ -12,6 +12,7 @@ import grpc from 'k6/net/grpc';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
+import { apiToken } from './k6_auth.js';
 
 const TARGET = __ENV.TARGET || '127.0.0.1:8001';
 if (!/^(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(TARGET)) {
@@ -20,20 +21,6 @@ if (!/^(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(TARGET)) {
 const MODEL = __ENV.MODEL || 'gan_generator';
 const LATENT = parseInt(__ENV.LATENT || '100');
 const BATCH = parseInt(__ENV.BATCH || '4');
-// The API token, as loadtests/auth.py finds it: ZOOSERVE_API_TOKEN, else the first line of
-// ZOOSERVE_API_TOKENS_FILE that is neither blank nor a # comment; '' without either.
-function apiToken() {
-  const token = (__ENV.ZOOSERVE_API_TOKEN || '').trim();
-  if (token || !__ENV.ZOOSERVE_API_TOKENS_FILE) {
-    return token;
-  }
-  for (const line of open(__ENV.ZOOSERVE_API_TOKENS_FILE).split('\n')) {
-    if (line.trim() && !line.trim().startsWith('#')) {
-      return line.trim();
-    }
-  }
-  throw new Error(`ZOOSERVE_API_TOKENS_FILE=${__ENV.ZOOSERVE_API_TOKENS_FILE} holds no token`);
-}
 const TOKEN = apiToken();
 const METADATA = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
 
