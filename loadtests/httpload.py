@@ -1,9 +1,12 @@
-"""A small closed-loop HTTP load generator (aiohttp), meant to run in its own process.
+"""A small HTTP load generator (aiohttp), meant to run in its own process.
 
-`concurrency` clients each send the next request as soon as the previous one answers, for
-`duration` seconds (and at most `max_requests`).  Prints one JSON line: requests, errors,
-throughput and latency percentiles.  Loopback targets only.  Requests carry the API token
-where there is one (loadtests/auth.py).
+Closed loop (default): `concurrency` clients each send the next request as soon as the previous
+one answers.  Open loop (`--rate R`): R requests a second whatever the answers, which is how an
+overload really arrives (a closed loop slows itself down to the server's pace, and a retry
+storm measures the client as much as the server).  Both run for `duration` seconds and at most
+`max_requests`.  Prints one JSON line: requests, errors, throughput and latency percentiles
+(open loop: per status, so accepted and refused requests are reported apart).  Loopback
+targets only.  Requests carry the API token where there is one (loadtests/auth.py).
 """
 
 from __future__ import annotations
@@ -52,14 +55,59 @@ async def _run(
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-    lat = np.asarray(latencies) * 1000
-    pct = {f"p{p}_ms": round(float(np.percentile(lat, p)), 2) if lat.size else None for p in (50, 95, 99)}
+    pct = _percentiles(latencies)
     return {
         "requests": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 2),
         "throughput_rps": round(len(latencies) / elapsed, 1),
         **pct,
+    }
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float | None]:
+    lat = np.asarray(seconds) * 1000
+    return {f"p{p}_ms": round(float(np.percentile(lat, p)), 2) if lat.size else None for p in (50, 95, 99)}
+
+
+async def _open_loop(
+    url: str, body: bytes, headers: dict[str, str], rate: float, duration: float, max_requests: int
+) -> dict:
+    """Send at a fixed rate; latency counts from the scheduled send time, so a client that
+    falls behind shows up as latency instead of hiding it (coordinated omission)."""
+    by_status: dict[str, list[float]] = {}
+    total = min(max_requests, int(rate * duration))
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(scheduled: float) -> None:
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    status = str(response.status)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                status = type(exc).__name__
+            by_status.setdefault(status, []).append(time.perf_counter() - scheduled)
+
+        began = time.perf_counter()
+        tasks = []
+        for i in range(total):
+            scheduled = began + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        sent_for = time.perf_counter() - began
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - began
+    return {
+        "mode": "open",
+        "offered_rps": rate,
+        "sent": total,
+        "sent_rps": round(total / sent_for, 1) if sent_for else None,
+        "seconds": round(elapsed, 2),
+        "by_status": {k: {"count": len(v), **_percentiles(v)} for k, v in sorted(by_status.items())},
     }
 
 
@@ -71,12 +119,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, help="open loop: requests per second, whatever the answers")
     args = parser.parse_args()
     if urlparse(args.url).hostname not in LOOPBACK:
         sys.exit("load tests target loopback only")
     body = open(args.body, "rb").read()
     headers = with_auth({"Content-Type": args.content_type})
-    result = asyncio.run(_run(args.url, body, headers, args.concurrency, args.duration, args.max_requests))
+    if args.rate:
+        result = asyncio.run(_open_loop(args.url, body, headers, args.rate, args.duration, args.max_requests))
+    else:
+        result = asyncio.run(_run(args.url, body, headers, args.concurrency, args.duration, args.max_requests))
     print(json.dumps(result))
 
 

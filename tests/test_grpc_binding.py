@@ -106,7 +106,12 @@ for sock in opened:
     sock.close()
 # The first server is gone (nobody listens): its record is stale, the port free to take.
 assert PortClaim("127.0.0.1", port, other, folder).bind(binder(port)) == port
+owners = folder / f"zooserve-grpc-{port}-{os.getuid()}.owners"
+PortClaim("127.0.0.1", port, other, folder).release()
+assert owners.exists()  # a sibling worker still listens: the record stays
 opened[-1].close()
+PortClaim("127.0.0.1", port, other, folder).release()
+assert not owners.exists()  # the last worker out removes the file
 
 foreign = listener()  # SO_REUSEPORT alone would have let gRPC bind beside it
 port = foreign.getsockname()[1]

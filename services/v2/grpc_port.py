@@ -4,7 +4,8 @@ The gRPC servers bind with SO_REUSEPORT so that the workers of one `bentoml serv
 port; but the kernel would let any other server bind it too and take a share of the
 connections, answering NOT_FOUND for models it lacks.  A small owners file per port (under
 a lock) records which server (the workers' parent pid) binds it on which host; a worker binds
-only when the port is free or its own server's, and raises PortHeld otherwise.
+only when the port is free or its own server's, and raises PortHeld otherwise.  The worker that
+stops last (nobody listens any more) removes the file.
 """
 
 from __future__ import annotations
@@ -67,9 +68,17 @@ class PortClaim:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)  # one worker at a time checks, binds and records
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the last owner removed the file while we waited: lock the new one
+        try:
             yield fd
         finally:
             os.close(fd)  # releases the lock
@@ -111,3 +120,18 @@ class PortClaim:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(owners).encode(), 0)
         return port
+
+    def release(self) -> None:
+        """After this worker's gRPC server stopped: when nobody listens on the port any more,
+        every record of this host is stale, and without records the file goes."""
+        if self.port == 0:
+            return
+        with contextlib.suppress(OSError), self._locked() as fd:
+            if port_in_use(self.host, self.port):
+                return  # sibling workers still serve it
+            owners = [o for o in self._owners(fd) if _alive(o["server"]) and not _overlaps(o["host"], self.host)]
+            if owners:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(owners).encode(), 0)
+            else:
+                self.path.unlink()

@@ -190,6 +190,7 @@ class GrpcServer:
         self.health: health.aio.HealthServicer | None = None
         self.port: int | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._claim: PortClaim | None = None
 
     async def start(self, settings: Settings) -> int:
         limit = settings.limits.max_v2_body_bytes
@@ -235,8 +236,9 @@ class GrpcServer:
                 return server.add_insecure_port(address)
             return server.add_secure_port(address, credentials)
 
+        claim = PortClaim(host, settings.grpc_port)
         try:
-            self.port = PortClaim(host, settings.grpc_port).bind(add_port)
+            self.port = claim.bind(add_port)
         except PortHeld:
             raise
         except RuntimeError as exc:
@@ -244,7 +246,7 @@ class GrpcServer:
         if not self.port:
             raise RuntimeError(f"gRPC cannot listen on {address}")
         await server.start()
-        self.server = server
+        self.server, self._claim = server, claim
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._watch = asyncio.get_running_loop().create_task(self._follow_readiness())
         log.info(
@@ -285,4 +287,6 @@ class GrpcServer:
         if self.server is not None:
             await self.server.stop(grace)
             log.info("zooserve: gRPC server stopped")
-        self.server = None
+        if self._claim is not None:
+            self._claim.release()
+        self.server = self._claim = None
