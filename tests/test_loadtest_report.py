@@ -548,3 +548,26 @@ def test_k6_grpc_smoke_script_sends_the_token(
     assert set(recording_grpc.infer_metadata()) == {f"Bearer {TOKEN}"}
     ready = [m.get("authorization") for method, m in recording_grpc.calls if method.endswith("/ServerReady")]
     assert ready == [f"Bearer {TOKEN}"]
+
+
+def test_httpload_open_loop_sends_at_its_rate_and_reports_each_status_apart(
+    recording_server: str, no_token: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Every third request refused: the report must keep accepted and refused latencies apart.
+    def answer(n: int) -> tuple[int, dict[str, str]]:
+        return (429, {"Retry-After": "1"}) if n % 3 == 2 else (200, {})
+
+    no_token.setattr(RecordingHandler, "answer", staticmethod(answer))
+    RecordingHandler.seen = []
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.httpload", f"{recording_server}/classify", "--body", str(body),
+         "--rate", "60", "--duration", "0.5"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["mode"] == "open" and report["sent"] == 30 == len(RecordingHandler.seen)
+    assert {k: v["count"] for k, v in report["by_status"].items()} == {"200": 20, "429": 10}
+    assert all(v["p99_ms"] >= v["p50_ms"] > 0 for v in report["by_status"].values())
