@@ -11,19 +11,26 @@ waiting plus rows being prepared stay within `max_queue_size`, and a request who
 queue wait already exceeds its timeout is refused (429) rather than left to time out.  Each
 request has a deadline (504), a cancelled request's waiting rows are dropped, and a failing
 batch fails only the requests that had rows in it.
+
+Priorities (Triton's convention: levels 1..`priority_levels`, 1 the highest, 0 the model's
+default level) order the queue with aging: a row of level L queues as if it had arrived
+(L - 1) x `priority_aging_ms` later than it did.  So a higher level goes first, yet a row that
+has waited longer than the gap between two levels overtakes fresh rows of the better level,
+and no level starves.  The order key is fixed when a row arrives, so the queue is one heap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from services.config import Batching
-from services.errors import DeadlineExceeded, Overloaded, Unavailable
+from services.errors import BadRequest, DeadlineExceeded, Overloaded, Unavailable
 from services.metrics import ModelMetrics
 from zoo.api import Row
 
@@ -37,13 +44,17 @@ class _Pending:
     enqueued: float
 
 
+_Entry = tuple[float, int, _Pending]  # (order key, arrival number, row): a heap entry
+
+
 class Batcher:
     def __init__(self, name: str, run: RunBatch, config: Batching, metrics: ModelMetrics) -> None:
         self.name = name
         self.config = config
         self.metrics = metrics
         self._run = run
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: list[_Entry] = []  # a heap on (order key, arrival)
+        self._arrivals = itertools.count()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -63,6 +74,14 @@ class Batcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
+
+    def level(self, priority: int) -> int:
+        """The queue level of a request's `priority` (0: the model's default); BadRequest
+        naming the field outside 0..priority_levels."""
+        levels = self.config.priority_levels
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= levels:
+            raise BadRequest(f"priority must be an integer from 0 (default) to {levels} (1 is the highest)", "priority")
+        return priority or self.config.default_priority_level
 
     def admit(self, count: int, timeout: float | None = None) -> None:
         """Reserve room for `count` rows before they are prepared; Overloaded if there is none."""
@@ -93,19 +112,24 @@ class Batcher:
     def full(self) -> bool:
         return self._closed or len(self._queue) + self._reserved >= self.config.max_queue_size
 
-    async def submit(self, rows: Sequence[Row], timeout: float | None = None, admitted: bool = False) -> list[Row]:
-        """Queue `rows` together and return their outputs in order.
+    async def submit(
+        self, rows: Sequence[Row], timeout: float | None = None, admitted: bool = False, priority: int = 0
+    ) -> list[Row]:
+        """Queue `rows` together at `priority` and return their outputs in order.
 
         `admitted`: room was reserved by `admit` (and given back just now); otherwise the
         capacity is checked here.
         """
+        level = self.level(priority)
         if not admitted:
             self.admit(len(rows), timeout)
             self.release(len(rows))
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
+        key = now + (level - 1) * self.config.priority_aging_ms / 1000.0
         pending = [_Pending(row, loop.create_future(), now) for row in rows]
-        self._queue.extend(pending)
+        for item in pending:
+            heapq.heappush(self._queue, (key, next(self._arrivals), item))
         self.metrics.queue_rows.set(len(self._queue))
         self._arrived.set()
         futures = [p.future for p in pending]
@@ -122,16 +146,16 @@ class Batcher:
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
         while self._queue and len(batch) < self.config.max_batch_size:
-            item = self._queue.popleft()
+            item = heapq.heappop(self._queue)[2]
             if not item.future.done():
                 batch.append(item)
         self.metrics.queue_rows.set(len(self._queue))
         return batch
 
     def _drop_cancelled_head(self) -> None:
-        if self._queue and self._queue[0].future.done():
-            while self._queue and self._queue[0].future.done():
-                self._queue.popleft()
+        if self._queue and self._queue[0][2].future.done():
+            while self._queue and self._queue[0][2].future.done():
+                heapq.heappop(self._queue)
             self.metrics.queue_rows.set(len(self._queue))
 
     async def _loop(self) -> None:
@@ -143,7 +167,7 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            deadline = self._queue[0].enqueued + delay
+            deadline = self._queue[0][2].enqueued + delay  # the next row to go waits at most `delay`
             # Wait for company only while more rows are on their way: a lone request
             # (concurrency 1) is dispatched at once instead of paying the queue delay.
             while len(self._queue) < self.config.max_batch_size and self._reserved > 0:

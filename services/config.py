@@ -41,6 +41,11 @@ class Batching:
     max_queue_size: int = 256  # rows waiting; beyond it requests are rejected at once (429)
     timeout_s: float = 30.0  # per request, queue and compute together (504)
     version: str = "latest"  # the model-store version to serve
+    # Request priorities (Triton's): levels 1..priority_levels, 1 the highest; a request's 0
+    # means default_priority_level.  A row waiting priority_aging_ms gains one level.
+    priority_levels: int = 3
+    default_priority_level: int = 2
+    priority_aging_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -49,6 +54,10 @@ class Batching:
             raise ConfigError("max_queue_delay_ms must be >= 0 and timeout_s > 0")
         if self.max_queue_size < self.max_batch_size:
             raise ConfigError("max_queue_size must be at least max_batch_size")
+        if self.priority_levels < 1 or not 1 <= self.default_priority_level <= self.priority_levels:
+            raise ConfigError("priority_levels must be at least 1 and default_priority_level within 1..priority_levels")
+        if self.priority_aging_ms <= 0:
+            raise ConfigError("priority_aging_ms must be > 0")
 
 
 @dataclass(frozen=True)

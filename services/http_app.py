@@ -58,11 +58,13 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
         runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
         call.runtime = runtime
         runtime.check_ready()
+        timeout, priority = codecs.request_control(request, data, multipart)
         task_request = codec.read(data, multipart, limits)
         if task_request.items is None:
             task_request.items = runtime.sample(task_request.count)
         try:
-            results = await codecs.unless_disconnected(request, runtime.infer_items(task_request.items, codec.name))
+            inference = runtime.infer_items(task_request.items, codec.name, timeout, priority)
+            results = await codecs.unless_disconnected(request, inference)
         except ItemError as exc:
             exc.field = f"{task_request.field}[{exc.index}]"
             raise

@@ -161,16 +161,28 @@ class ModelRuntime:
         return rows
 
     # -- the two entry points ------------------------------------------------------------
-    async def infer_items(self, items: Sequence[Any], task: Task, timeout: float | None = None) -> list[Any]:
+    def check_priority(self, priority: Any) -> None:
+        """BadRequest naming `priority` unless it is one of this model's levels (or 0)."""
+        self._batcher().level(priority)
+
+    def budget(self, timeout: float | None) -> float:
+        """A request's time budget: its own timeout where it asks for less than the model's."""
+        return min(timeout, self.config.timeout_s) if timeout else self.config.timeout_s
+
+    async def infer_items(
+        self, items: Sequence[Any], task: Task, timeout: float | None = None, priority: int = 0
+    ) -> list[Any]:
         """Domain items to typed task results, one per item, in order.
 
-        The request is bounded before any work: its pixel budget (from the image headers),
-        then admission to the batcher; preprocessing counts inside its timeout.
+        The request is bounded before any work: its priority checked, its pixel budget (from
+        the image headers), then admission to the batcher; preprocessing counts inside its
+        timeout.
         """
         parts, batcher, metrics = self._parts(), self._batcher(), self._metrics()
         started = time.perf_counter()
-        budget = timeout or self.config.timeout_s
+        budget = self.budget(timeout)
         deadline = time.monotonic() + budget
+        self.check_priority(priority)
         self._check_pixels(parts.processor, items)
         batcher.admit(len(items), budget)
         metrics.inflight.inc()
@@ -190,7 +202,9 @@ class ModelRuntime:
                 stop.set()
                 batcher.release(len(items))
             preprocessed = time.perf_counter()
-            outputs = await batcher.submit(rows, max(1e-3, deadline - time.monotonic()), admitted=True)
+            outputs = await batcher.submit(
+                rows, max(1e-3, deadline - time.monotonic()), admitted=True, priority=priority
+            )
             post_start = time.perf_counter()
             results = [parts.processor.postprocess(row, task) for row in outputs]
             metrics.preprocess.observe(preprocessed - started)
@@ -208,12 +222,12 @@ class ModelRuntime:
                 f"{limit / 1e6:g}"
             )
 
-    async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None) -> list[Row]:
+    async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None, priority: int = 0) -> list[Row]:
         """Named arrays per row straight to the batcher (inputs already checked)."""
         batcher, metrics = self._batcher(), self._metrics()
         metrics.inflight.inc()
         try:
-            return await batcher.submit(rows, timeout)
+            return await batcher.submit(rows, self.budget(timeout), priority=priority)
         finally:
             metrics.inflight.dec()
 

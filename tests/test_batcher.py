@@ -12,7 +12,7 @@ import pytest
 
 from services.batcher import Batcher
 from services.config import Batching
-from services.errors import DeadlineExceeded, Overloaded
+from services.errors import BadRequest, DeadlineExceeded, Overloaded
 from services.metrics import ModelMetrics
 
 
@@ -167,3 +167,96 @@ def test_bad_knobs_are_refused() -> None:
         Batching(max_batch_size=0)
     with pytest.raises(ConfigError):
         Batching(max_batch_size=8, max_queue_size=4)
+    with pytest.raises(ConfigError):
+        Batching(priority_levels=2, default_priority_level=3)
+    with pytest.raises(ConfigError):
+        Batching(priority_aging_ms=0)
+
+
+def blocked_then(backend: Recorder, batcher: Batcher, submissions: list[tuple[int, int]]) -> Callable[[], object]:
+    """While row 0 computes (the backend's gate shut), submit (value, priority) rows in the
+    given order; open the gate and wait for all: the backend's batches show the order."""
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.05)  # row 0 is in the backend, waiting at the gate
+        waiting = []
+        for value, priority in submissions:
+            waiting.append(asyncio.ensure_future(batcher.submit(rows(value), priority=priority)))
+            await asyncio.sleep(0.005)
+        backend.gate.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+
+    return scenario
+
+
+def test_priorities_order_the_queue_under_contention() -> None:
+    backend = Recorder()
+    backend.gate.clear()
+
+    async def scenario() -> None:
+        batcher = make(backend, max_batch_size=1, max_queue_delay_ms=0)
+        # submitted lowest first: 3 (low), 0 (the default level, 2), 2, 1 (highest), 3
+        await blocked_then(backend, batcher, [(31, 3), (20, 0), (21, 2), (10, 1), (32, 3)])()
+
+    run(scenario)
+    assert backend.batches == [[0], [10], [20], [21], [31], [32]]  # by level, then by arrival
+
+
+def test_aging_lets_a_long_waiting_low_priority_row_overtake() -> None:
+    backend = Recorder()
+    backend.gate.clear()
+
+    async def scenario() -> None:
+        # 40 ms per level: row 30 (level 3) queues as if it came 80 ms later; row 10 (level 1)
+        # arrives 150 ms after it, so the old low-priority row goes first.
+        batcher = make(backend, max_batch_size=1, max_queue_delay_ms=0, priority_aging_ms=40)
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        low = asyncio.ensure_future(batcher.submit(rows(30), priority=3))
+        await asyncio.sleep(0.15)
+        high = asyncio.ensure_future(batcher.submit(rows(10), priority=1))
+        fresh_low = asyncio.ensure_future(batcher.submit(rows(31), priority=3))
+        await asyncio.sleep(0.01)
+        backend.gate.set()
+        await asyncio.gather(first, low, high, fresh_low)
+        await batcher.close()
+
+    run(scenario)
+    assert backend.batches == [[0], [30], [10], [31]]
+
+
+def test_a_low_priority_row_overtaken_until_it_expires_never_computes() -> None:
+    backend = Recorder(delay=0.1)
+    backend.gate.clear()
+
+    async def scenario() -> None:
+        batcher = make(backend, max_batch_size=1, max_queue_delay_ms=0)
+        first = asyncio.ensure_future(batcher.submit(rows(0)))
+        await asyncio.sleep(0.02)
+        low = asyncio.ensure_future(batcher.submit(rows(99), timeout=0.3, priority=3))  # admitted: queue empty
+        await asyncio.sleep(0.01)
+        high = [asyncio.ensure_future(batcher.submit(rows(i), priority=1)) for i in range(1, 5)]
+        await asyncio.sleep(0.01)
+        backend.gate.set()  # 0.5 s of rows, four of them ahead of row 99, whose 0.3 s run out
+        with pytest.raises(DeadlineExceeded):
+            await low
+        await asyncio.gather(first, *high)
+        await batcher.close()
+
+    run(scenario)
+    assert backend.batches == [[0], [1], [2], [3], [4]]  # row 99 never reached the backend
+
+
+def test_a_priority_outside_the_levels_is_a_bad_request() -> None:
+    async def scenario() -> None:
+        batcher = make(Recorder(), priority_levels=2, default_priority_level=1)
+        for bad in (3, -1, True, "1"):
+            with pytest.raises(BadRequest, match="priority must be an integer from 0") as caught:
+                await batcher.submit(rows(1), priority=bad)  # type: ignore[arg-type]
+            assert caught.value.field == "priority"
+        assert batcher.level(0) == 1 and batcher.level(2) == 2
+        await batcher.close()
+
+    run(scenario)

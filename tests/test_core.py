@@ -146,7 +146,11 @@ def served() -> Iterator[tuple[Hub, Any, asyncio.AbstractEventLoop]]:
 
 
 def call(
-    served: tuple[Hub, Any, asyncio.AbstractEventLoop], method: str, path: str, body: Any = None
+    served: tuple[Hub, Any, asyncio.AbstractEventLoop],
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     _, app, loop = served
 
@@ -154,7 +158,8 @@ def call(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://zooserve") as client:
             content = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
-            return await client.request(method, path, content=content, headers={"Content-Type": "application/json"})
+            sent = {"Content-Type": "application/json", **(headers or {})}
+            return await client.request(method, path, content=content, headers=sent)
 
     return loop.run_until_complete(go())
 
@@ -204,6 +209,22 @@ def test_warm_up_is_not_counted_as_traffic(served: Any) -> None:
     assert rows is not None and rows > 0 and rows == sum(RUNNER.batches[2:])
 
 
+def test_priority_and_timeout_come_from_the_body_or_the_headers(served: Any) -> None:
+    ok = {"model": "word_counter", "results": [{"words": 2}]}
+    assert call(served, "POST", "/count", {"texts": ["a b"], "priority": 1, "timeout_ms": 5000}).json() == ok
+    headers = {"X-Request-Priority": "3", "X-Request-Timeout-Ms": "5000"}
+    assert call(served, "POST", "/count", {"texts": ["a b"]}, headers).json() == ok
+    bad = call(served, "POST", "/count", {"texts": ["a b"]}, {"X-Request-Priority": "high"})
+    assert bad.status_code == 400 and bad.json()["field"] == "priority", bad.text
+    bad = call(served, "POST", "/count", {"texts": ["a b"]}, {"X-Request-Timeout-Ms": "-5"})
+    assert bad.status_code == 400 and bad.json()["field"] == "timeout_ms", bad.text
+    runtime = served[0].models["word_counter"]
+    assert runtime.budget(5.0) == 5.0 and runtime.budget(10_000.0) == runtime.config.timeout_s  # the smaller wins
+    body = {"inputs": [{"name": "texts", "datatype": "BYTES", "shape": [1], "data": ["x y"]}],
+            "parameters": {"priority": 1, "timeout": 2_000_000}}  # fmt: skip
+    assert call(served, "POST", "/v2/models/word_counter_raw/infer", body).status_code == 200
+
+
 # -- every 4xx is counted, under its reason; a request value never becomes a label ----------------------------
 CASES = [
     # (path, body, status, counted model, reason)
@@ -218,6 +239,11 @@ CASES = [
     ("/count", {"texts": ["a"] * 65}, 400, "word_counter", "bad_input"),
     ("/v2/models/nope/infer", {"inputs": []}, 404, "", "not_found"),
     ("/v2/models/word_counter/infer", b"{", 400, "word_counter", "bad_input"),
+    ("/count", {"texts": ["a"], "priority": 4}, 400, "word_counter", "bad_input"),  # 3 levels by default
+    ("/count", {"texts": ["a"], "timeout_ms": 0}, 400, "word_counter", "bad_input"),
+    ("/v2/models/word_counter_raw/infer", {"inputs": [{"name": "texts", "datatype": "BYTES", "shape": [1],
+                                                        "data": ["a"]}], "parameters": {"priority": 9}},
+     400, "word_counter", "bad_input"),
     ("/v2/models/word_counter_raw/infer", {"inputs": [{"name": "texts", "datatype": "FP64", "shape": [1],
                                                         "data": [1.0]}]}, 400, "word_counter", "bad_input"),
 ]  # fmt: skip

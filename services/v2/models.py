@@ -112,15 +112,19 @@ class V2Model:
     async def infer(self, request: InferRequest) -> InferResponse:
         raise NotImplementedError
 
-    def _prepare(self, request: InferRequest) -> float | None:
+    def _prepare(self, request: InferRequest) -> tuple[float | None, int]:
+        """The request's own timeout (s) and priority, from Triton's `timeout` (µs) and
+        `priority` parameters (checked here and by the batcher: 400 naming the parameter)."""
         self.runtime.check_ready()
         self.check_version(request.model_version)
+        priority = request.parameters.get("priority", 0)
+        self.runtime.check_priority(priority)
         timeout = request.parameters.get("timeout")
         if timeout is None:
-            return None
+            return None, priority
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout < 10**15:
             raise BadRequest("parameter 'timeout' must be a positive integer (microseconds)", "timeout")
-        return timeout / 1e6
+        return timeout / 1e6, priority
 
     def _inputs_by_name(self, request: InferRequest) -> dict[str, InferTensor]:
         wanted = [t.name for t in self.inputs()]
@@ -242,14 +246,14 @@ class TensorModel(V2Model):
         return {name: size for name, (size, _) in sizes.items()}
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        timeout = self._prepare(request)
+        timeout, priority = self._prepare(request)
         given = self._inputs_by_name(request)
         axes = self._axes(given)
         self._check_values(given)
         selected = self._selected(request, self.outputs())
         batch = next(iter(given.values())).shape[0]
         rows = [{name: tensor.data[i] for name, tensor in given.items()} for i in range(batch)]
-        results = await self.runtime.infer_rows(rows, timeout)
+        results = await self.runtime.infer_rows(rows, timeout, priority)
         return self.response(request, [self._stack(meta, results, axes) for meta in selected])
 
     def _stack(self, meta: TensorMeta, rows: list[dict[str, np.ndarray]], axes: dict[str, int]) -> OutputTensor:

@@ -78,7 +78,7 @@ class RawModel(V2Model):
         return codecs[0]
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        timeout = self._prepare(request)
+        timeout, priority = self._prepare(request)
         codec = self._codec(request)
         tensor = self._inputs_by_name(request)[codec.v2_input.name]
         selected = self._selected(request, codec.v2_outputs)
@@ -89,7 +89,7 @@ class RawModel(V2Model):
         options = codec.read_options(request.parameters)
         try:
             items = decode_items(values, codec.decode_item, tensor.name)
-            results = await self.runtime.infer_items(items, codec.name, timeout)
+            results = await self.runtime.infer_items(items, codec.name, timeout, priority)
         except ItemError as exc:
             raise BadRequest(f"input '{tensor.name}' element {exc.index}: {exc.message}", tensor.name) from None
         outputs, parameters = codec.to_v2(results, options)
