@@ -22,6 +22,7 @@ and no level starves.  The order key is fixed when a row arrives, so the queue i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from services import tracing
 from services.config import Batching
 from services.errors import BadRequest, DeadlineExceeded, Overloaded, Unavailable
 from services.metrics import ModelMetrics
@@ -42,6 +44,8 @@ class _Pending:
     row: Row
     future: asyncio.Future[Row]
     enqueued: float
+    trace: object = None  # the request's span context, for the batch span's links (tracing on)
+    arrived_ns: int = 0
 
 
 _Entry = tuple[float, int, _Pending]  # (order key, arrival number, row): a heap entry
@@ -127,7 +131,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         key = now + (level - 1) * self.config.priority_aging_ms / 1000.0
-        pending = [_Pending(row, loop.create_future(), now) for row in rows]
+        trace, arrived_ns = tracing.current(), tracing.now_ns()
+        pending = [_Pending(row, loop.create_future(), now, trace, arrived_ns) for row in rows]
         for item in pending:
             heapq.heappush(self._queue, (key, next(self._arrivals), item))
         self.metrics.queue_rows.set(len(self._queue))
@@ -185,13 +190,19 @@ class Batcher:
             started = time.perf_counter()
             for item in batch:
                 self.metrics.queue_wait.observe(started - item.enqueued)
-            try:
-                outputs = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
-            except Exception as exc:  # only this batch's requests fail
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
+            traced = (
+                tracing.batch(self.name, [(p.trace, p.arrived_ns) for p in batch], tracing.now_ns())
+                if tracing.ON
+                else contextlib.nullcontext()
+            )
+            with traced:
+                try:
+                    outputs = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
+                except Exception as exc:  # only this batch's requests fail
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             self.metrics.compute.observe(elapsed)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from services import codecs
+from services import codecs, tracing
 from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, retry_after_header
 from services.hub import Hub
 from services.tasks import TASKS, TaskCodec
@@ -51,15 +51,16 @@ def _body_doc(model: type) -> dict[str, Any]:
 
 async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
     """One task request: body -> model -> items -> batcher -> results -> answer, counted once."""
-    with hub.observe(PROTOCOL) as call:
+    with hub.observe(PROTOCOL, request.headers) as call:
         limits = hub.settings.limits
         hub.refuse_if_full(codec.name, call)  # overload: no body is read, nothing is decoded
-        data, multipart = await codecs.decode_request(request, limits)
-        runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
-        call.runtime = runtime
-        runtime.check_ready()
-        timeout, priority = codecs.request_control(request, data, multipart)
-        task_request = codec.read(data, multipart, limits)
+        with tracing.stage("decode"):
+            data, multipart = await codecs.decode_request(request, limits)
+            runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
+            call.runtime = runtime
+            runtime.check_ready()
+            timeout, priority = codecs.request_control(request, data, multipart)
+            task_request = codec.read(data, multipart, limits)
         if task_request.items is None:
             task_request.items = runtime.sample(task_request.count)
         try:
@@ -71,7 +72,8 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
         except TooLarge as exc:  # the request's pixel budget
             exc.field = exc.field or task_request.field
             raise
-        return codec.response(task_request, results, runtime.name)
+        with tracing.stage("encode"):
+            return codec.response(task_request, results, runtime.name)
 
 
 def error_response(exc: ServeError) -> JSONResponse:

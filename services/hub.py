@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from services import tracing
 from services.config import Settings
 from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
@@ -32,24 +34,30 @@ class Observed:
     body) the request counts under model="", so no request value ever becomes a label.
     """
 
-    __slots__ = ("hub", "protocol", "runtime", "started")
+    __slots__ = ("hub", "protocol", "runtime", "started", "carrier", "span")
 
-    def __init__(self, hub: Hub, protocol: str) -> None:
+    def __init__(self, hub: Hub, protocol: str, carrier: Mapping[str, str] | None = None) -> None:
         self.hub = hub
         self.protocol = protocol
         self.runtime: ModelRuntime | None = None
         self.started = 0.0
+        self.carrier = carrier  # headers or gRPC metadata: the client's trace context
+        self.span: tracing.RequestSpan | None = None
 
     def __enter__(self) -> Observed:
         self.started = time.perf_counter()
+        self.span = tracing.begin_request(self.protocol, self.carrier)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         series = self.runtime.requests if self.runtime is not None else self.hub.unresolved
-        if exc is None:
+        reason = None if exc is None else kind_of(exc).reason
+        if reason is None:
             series.succeeded(self.protocol, time.perf_counter() - self.started)
         else:
-            series.failed(self.protocol, kind_of(exc).reason)
+            series.failed(self.protocol, reason)
+        if self.span is not None:
+            self.span.end(self.runtime.name if self.runtime is not None else None, reason)
 
 
 class Hub:
@@ -145,8 +153,8 @@ class Hub:
         return body
 
     # -- resolution ----------------------------------------------------------------------------
-    def observe(self, protocol: str) -> Observed:
-        return Observed(self, protocol)
+    def observe(self, protocol: str, carrier: Mapping[str, str] | None = None) -> Observed:
+        return Observed(self, protocol, carrier)
 
     def model(self, name: str, what: str = "model") -> ModelRuntime:
         """The runtime of a served model; NotFound naming what is served otherwise."""

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from services import tracing
 from services.batcher import Batcher
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
@@ -189,18 +190,10 @@ class ModelRuntime:
         stop = threading.Event()  # set when the request is abandoned: preprocessing stops early
         try:
             try:
-                if parts.processor.inline:
-                    rows = self._preprocess(items, deadline, stop)
-                else:
-                    work = asyncio.get_running_loop().run_in_executor(
-                        _PREPROCESS_POOL, self._preprocess, items, deadline, stop
-                    )
-                    rows = await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
+                with tracing.stage("preprocess"):
+                    rows = await self._preprocess_within(items, deadline, budget, stop, parts.processor.inline)
             finally:
-                stop.set()
-                batcher.release(len(items))
+                batcher.release(len(items))  # queued by submit below, or failed: the room is free again
             preprocessed = time.perf_counter()
             outputs = await batcher.submit(
                 rows, max(1e-3, deadline - time.monotonic()), admitted=True, priority=priority
@@ -212,6 +205,20 @@ class ModelRuntime:
             return results
         finally:
             metrics.inflight.dec()
+
+    async def _preprocess_within(
+        self, items: Sequence[Any], deadline: float, budget: float, stop: threading.Event, inline: bool
+    ) -> list[Row]:
+        """Preprocess off the event loop (inline processors on it) within the deadline."""
+        try:
+            if inline:
+                return self._preprocess(items, deadline, stop)
+            work = asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items, deadline, stop)
+            return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
+        finally:
+            stop.set()
 
     def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> None:
         limit = self.settings.limits.max_request_pixels

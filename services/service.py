@@ -23,7 +23,7 @@ import yaml
 from _bentoml_sdk.service.factory import Service
 from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
-from services import arbiter
+from services import arbiter, tracing
 from services.auth import HttpGuard, TokenStore, secure_openapi
 from services.config import load_settings, tls_files
 from services.errors import UNAUTHENTICATED
@@ -121,6 +121,9 @@ class ZooServe:
             os.getpid(),
             settings.workers,
         )
+        if tracing.ON:
+            tracing.configure()
+            log.info("zooserve: tracing on, OTLP/HTTP to %s", tracing.endpoint())
         await hub.start(settings)
         from services.v2.grpc_server import GrpcServer, PortHeld  # here: its protobuf modules clash with tritonclient's
 
@@ -138,3 +141,4 @@ class ZooServe:
         if self.grpc is not None:
             await self.grpc.stop()  # in-flight RPCs finish (grace period) while the batchers still run
         await hub.stop()
+        tracing.shutdown()  # flushes the spans still buffered

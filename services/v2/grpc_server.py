@@ -36,6 +36,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services import tracing
 from services.auth import TokenInterceptor, TokenStore
 from services.config import Settings
 from services.errors import BAD_INPUT, UNAUTHENTICATED, BadRequest, DeadlineExceeded, ServeError, kind_of
@@ -160,11 +161,12 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb2.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
         try:
-            with self.hub.observe(PROTOCOL) as call:
+            with self.hub.observe(PROTOCOL, _metadata(context) if tracing.ON else None) as call:
                 model = models.resolve(self.hub, request.model_name, request.model_version)
                 call.runtime = model.runtime
                 try:
-                    decoded = decode_request(request)
+                    with tracing.stage("decode"):
+                        decoded = decode_request(request)
                 except TensorError as exc:
                     raise BadRequest(str(exc)) from None
                 remaining = context.time_remaining()  # the client's deadline: no work past it
@@ -172,12 +174,18 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
                     response = await asyncio.wait_for(model.infer(decoded), remaining)
                 except TimeoutError:
                     raise DeadlineExceeded("the call's deadline passed before the answer") from None
-                return encode_response(response)
+                with tracing.stage("encode"):
+                    return encode_response(response)
         except ServeError as exc:
             await _abort(context, exc)
         except Exception as exc:  # a bug of ours: counted as `error` above; the client gets INTERNAL
             log.exception("v2 gRPC inference failed for %s", request.model_name, exc_info=exc)
             await context.abort(grpc.StatusCode[kind_of(exc).grpc], "inference failed; see the server log")
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's metadata as a carrier (W3C traceparent / tracestate)."""
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 class GrpcServer:

@@ -24,6 +24,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
+from services import tracing
 from services.codecs import as_digits, inflate, load_json, read_body, unless_disconnected
 from services.errors import BadRequest, NotFound, Overloaded, ServeError, clip, retry_after_header
 from services.hub import Hub
@@ -93,7 +94,7 @@ def create_router(hub: Hub) -> APIRouter:
     @router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         try:
-            with hub.observe(PROTOCOL) as call:
+            with hub.observe(PROTOCOL, request.headers) as call:
                 model = models.resolve(hub, name, version)
                 call.runtime = model.runtime
                 batcher = model.runtime.batcher
@@ -103,16 +104,18 @@ def create_router(hub: Hub) -> APIRouter:
                 body = await read_body(request, limit, hub.settings.limits.body_timeout_s)
                 encoding = request.headers.get("content-encoding", "").strip().lower()
                 header_length = request.headers.get(HEADER_LENGTH)
-                if len(body) > _OFFLOAD_BYTES or encoding:
-                    decoded = await asyncio.to_thread(
-                        decode_request, body, encoding, header_length, name, version, limit
-                    )
-                else:
-                    decoded = decode_request(body, encoding, header_length, name, version, limit)
+                with tracing.stage("decode"):
+                    if len(body) > _OFFLOAD_BYTES or encoding:
+                        decoded = await asyncio.to_thread(
+                            decode_request, body, encoding, header_length, name, version, limit
+                        )
+                    else:
+                        decoded = decode_request(body, encoding, header_length, name, version, limit)
                 infer_request, binary_default, binary_outputs = decoded
                 response = await unless_disconnected(request, model.infer(infer_request))
-                content, headers = encode_response(response, binary_default, binary_outputs)
-                return compressed(content, headers, request.headers.get("accept-encoding", ""))
+                with tracing.stage("encode"):
+                    content, headers = encode_response(response, binary_default, binary_outputs)
+                    return compressed(content, headers, request.headers.get("accept-encoding", ""))
         except ServeError as exc:
             return error_response(exc)
 
