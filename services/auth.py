@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from services.config import ADMIN_TOKEN_VAR
 from services.errors import UNAUTHENTICATED, ServeError
 
 log = logging.getLogger("zooserve")
@@ -49,6 +50,9 @@ OPEN_GRPC_METHODS = frozenset(
     f"/inference.GRPCInferenceService/{m}" for m in ("ServerLive", "ServerReady", "ModelReady")
 )
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
+# The model repository API takes the admin token (ZOOSERVE_ADMIN_TOKEN), not the inference ones.
+ADMIN_HTTP_PREFIX = "/v2/repository/"
+ADMIN_GRPC_PREFIX = "/inference.GRPCInferenceService/Repository"
 
 
 class Unauthenticated(ServeError):
@@ -85,6 +89,12 @@ class TokenStore:
         self._problem: str | None = None  # last file error, logged once per change
         if self.path is not None:
             self._refresh(force=True)
+
+    @classmethod
+    def admin_from_env(cls, env: Mapping[str, str] | None = None) -> TokenStore:
+        """The repository API's token (ZOOSERVE_ADMIN_TOKEN), separate from the inference ones."""
+        env = os.environ if env is None else env
+        return cls(env.get(ADMIN_TOKEN_VAR, "").strip() or None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TokenStore:
@@ -167,20 +177,28 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
 
 
 class HttpGuard:
-    """The front door's token check (services/health.py): answers the 401 itself."""
+    """The front door's token check (services/health.py): answers the 401 itself.  `admin`
+    (when it holds a token) guards the repository routes instead of `store`."""
 
-    def __init__(self, store: TokenStore, count: Callable[[], None]) -> None:
+    def __init__(self, store: TokenStore, count: Callable[[], None], admin: TokenStore | None = None) -> None:
         self.store = store
         self.count = count  # counts one refused request (reason unauthenticated, model="")
+        self.admin = admin if admin is not None and admin.enabled else None
 
     async def refused(self, scope: Mapping[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
         """True when the request was refused (and answered) for want of a valid token."""
         kind = scope.get("type")
         if kind not in ("http", "websocket"):
             return False  # lifespan
-        if is_open_http_path(scope.get("path") or "", metrics_open=not self.store.metrics_auth):
+        path = scope.get("path") or ""
+        store = self.store
+        if self.admin is not None and path.startswith(ADMIN_HTTP_PREFIX):
+            store = self.admin
+        elif is_open_http_path(path, metrics_open=not self.store.metrics_auth):
             return False
-        problem = self.store.problem(_header(scope, b"authorization"))
+        if not store.enabled:
+            return False  # an admin token alone: the inference routes stay open
+        problem = store.problem(_header(scope, b"authorization"))
         if problem is None:
             return False
         self.count()
@@ -225,11 +243,13 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """gRPC's token check: every method but liveness, readiness and grpc.health.v1."""
+    """gRPC's token check: every method but liveness, readiness and grpc.health.v1; the
+    repository methods take the `admin` token when there is one."""
 
-    def __init__(self, store: TokenStore, count: Callable[[], None]) -> None:
+    def __init__(self, store: TokenStore, count: Callable[[], None], admin: TokenStore | None = None) -> None:
         self.store = store
         self.count = count
+        self.admin = admin if admin is not None and admin.enabled else None
 
     async def intercept_service(
         self,
@@ -237,9 +257,14 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method  # type: ignore[attr-defined]
-        if method in OPEN_GRPC_METHODS or method.startswith(OPEN_GRPC_PREFIXES):
+        store = self.store
+        if self.admin is not None and method.startswith(ADMIN_GRPC_PREFIX):
+            store = self.admin
+        elif method in OPEN_GRPC_METHODS or method.startswith(OPEN_GRPC_PREFIXES):
             return await continuation(handler_call_details)
-        problem = self.store.problem(_metadata(handler_call_details))
+        if not store.enabled:
+            return await continuation(handler_call_details)
+        problem = store.problem(_metadata(handler_call_details))
         handler = await continuation(handler_call_details)
         if problem is None or handler is None:  # None: unknown method, gRPC answers UNIMPLEMENTED
             return handler

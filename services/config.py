@@ -91,6 +91,7 @@ class Settings:
     workers: int = 1  # serving processes; /readyz is 200 only when every one is ready
     fp16: bool = True  # torch on CUDA
     warmup_s: float = 60.0  # bound on the warm-up of each model
+    repository_api: bool = False  # ZOOSERVE_REPOSITORY_API: load/unload at run time (admin token)
     batching: Mapping[str, Batching] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
 
@@ -150,13 +151,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("ZOOSERVE_WORKERS must be an integer") from None
     if workers < 1:
         raise ConfigError("ZOOSERVE_WORKERS must be at least 1")
+    grpc_host = env.get("ZOOSERVE_GRPC_HOST") or data.get("grpc_host") or http_listen_host() or "127.0.0.1"
+    repository_api = _flag(env, "ZOOSERVE_REPOSITORY_API", data.get("repository_api", False))
+    exposed = [h for h in (http_listen_host(), grpc_host) if h is not None and not is_loopback(h)]
+    if repository_api and exposed and not env.get(ADMIN_TOKEN_VAR, "").strip():
+        raise ConfigError(
+            f"ZOOSERVE_REPOSITORY_API=1 on a non-loopback address ({exposed[0]}) needs {ADMIN_TOKEN_VAR}: "
+            "loading and unloading models must not be open to the network"
+        )
     return Settings(
         models=models,
         workers=workers,
         backend=backend,
         device=device,
         grpc_port=grpc_port,
-        grpc_host=env.get("ZOOSERVE_GRPC_HOST") or data.get("grpc_host") or http_listen_host() or "127.0.0.1",
+        grpc_host=grpc_host,
+        repository_api=repository_api,
         grpc_reflection=_flag(env, "ZOOSERVE_GRPC_REFLECTION", data.get("grpc_reflection", True)),
         tls=tls_files(env),
         fp16=str(env.get("ZOOSERVE_FP16", data.get("fp16", True))).lower() not in ("0", "false", "no"),
@@ -164,6 +174,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batching=batching,
         limits=_build(Limits, data.get("limits") or {}, "limits"),
     )
+
+
+ADMIN_TOKEN_VAR = "ZOOSERVE_ADMIN_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _flag(env: Mapping[str, str], name: str, default: object) -> bool:

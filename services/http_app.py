@@ -21,6 +21,7 @@ from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarg
 from services.hub import Hub
 from services.tasks import TASKS, TaskCodec
 from services.v2.http import create_router
+from services.v2.repository import create_router as repository_router
 
 log = logging.getLogger("zooserve")
 
@@ -84,6 +85,7 @@ def error_response(exc: ServeError) -> JSONResponse:
 def create_app(hub: Hub) -> FastAPI:
     """The task endpoints of every task in the table, and the v2 routes, over `hub`."""
     app = FastAPI(title="zooserve", description="Task endpoints of the model zoo", docs_url=None, redoc_url=None)
+    app.include_router(repository_router(lambda: hub.repository))  # before v2's catch-all route
     app.include_router(create_router(hub))  # KServe v2 over HTTP (services/v2/http.py)
 
     @app.exception_handler(ServeError)

@@ -34,15 +34,27 @@ class Observed:
     body) the request counts under model="", so no request value ever becomes a label.
     """
 
-    __slots__ = ("hub", "protocol", "runtime", "started", "carrier", "span")
+    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span")
 
     def __init__(self, hub: Hub, protocol: str, carrier: Mapping[str, str] | None = None) -> None:
         self.hub = hub
         self.protocol = protocol
-        self.runtime: ModelRuntime | None = None
+        self._runtime: ModelRuntime | None = None
         self.started = 0.0
         self.carrier = carrier  # headers or gRPC metadata: the client's trace context
         self.span: tracing.RequestSpan | None = None
+
+    @property
+    def runtime(self) -> ModelRuntime | None:
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, runtime: ModelRuntime) -> None:
+        # A held runtime is not freed under the request (a version swap waits for it).
+        if self._runtime is not None:
+            self._runtime.holds -= 1
+        runtime.holds += 1
+        self._runtime = runtime
 
     def __enter__(self) -> Observed:
         self.started = time.perf_counter()
@@ -56,8 +68,10 @@ class Observed:
             series.succeeded(self.protocol, time.perf_counter() - self.started)
         else:
             series.failed(self.protocol, reason)
+        if self._runtime is not None:
+            self._runtime.holds -= 1
         if self.span is not None:
-            self.span.end(self.runtime.name if self.runtime is not None else None, reason)
+            self.span.end(self._runtime.name if self._runtime is not None else None, reason)
 
 
 class Hub:
@@ -72,6 +86,10 @@ class Hub:
         # Server-level problems that keep the server unready whatever its models say (a gRPC
         # port served by another server): /readyz names them, probes and health follow.
         self.problems: dict[str, str] = {}
+        # Models unloaded on purpose (the repository API): not served, and no reason to be unready.
+        self.unloaded: set[str] = set()
+        self.initial_load: asyncio.Task[None] | None = None
+        self.repository: Any = None  # services.lifecycle.Repository while the API is on
 
     @property
     def settings(self) -> Settings:
@@ -89,16 +107,21 @@ class Hub:
             self._unresolved = RequestMetrics(UNRESOLVED)
         return self._unresolved
 
-    async def start(self, settings: Settings, loader: Loader = load_from_store) -> None:
-        """Create every configured model and load them in the background."""
+    async def start(self, settings: Settings, loader: Loader = load_from_store, skip: set[str] | None = None) -> None:
+        """Create every configured model (but those in `skip`: unloaded through the repository
+        API before a restart) and load them in the background."""
         self._settings = settings
-        self.models = {name: ModelRuntime(name, get(name).tasks, settings) for name in settings.models}
+        self.unloaded = set(skip or ()) & set(settings.models)
+        self.models = {
+            name: ModelRuntime(name, get(name).tasks, settings) for name in settings.models if name not in self.unloaded
+        }
         self.unresolved  # noqa: B018  (the model="" series exist from the start)
         if self.board is None:
             self.board = WorkerBoard(settings.workers)
         self.board.publish(False)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._load_all(loader), name="zooserve-load"))
+        self.initial_load = loop.create_task(self._load_all(loader), name="zooserve-load")
+        self._tasks.append(self.initial_load)
         if (nvml := open_nvml()) is not None:
             self._tasks.append(loop.create_task(sample_gpus_forever(nvml), name="zooserve-gpu-metrics"))
 
@@ -122,8 +145,8 @@ class Hub:
     # -- readiness -----------------------------------------------------------------------------
     @property
     def ready_here(self) -> bool:
-        """Every model of this worker is loaded and warm."""
-        return bool(self.models) and all(m.status.ready for m in self.models.values())
+        """Every model of this worker is loaded and warm (those unloaded on purpose aside)."""
+        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.models.values())
 
     @property
     def ready(self) -> bool:
@@ -148,6 +171,8 @@ class Hub:
                 for name, m in self.models.items()
             },
         }
+        for name in sorted(self.unloaded):
+            body["models"][name] = {"ready": False, "state": "UNAVAILABLE", "error": "unloaded"}
         if self.problems:
             body["problems"] = dict(self.problems)
         return body
@@ -156,10 +181,30 @@ class Hub:
     def observe(self, protocol: str, carrier: Mapping[str, str] | None = None) -> Observed:
         return Observed(self, protocol, carrier)
 
+    def check_not_unloaded(self, name: str) -> None:
+        """NotFound naming the state of a model that was unloaded on purpose."""
+        if name in self.unloaded:
+            raise NotFound(
+                f"model {name!r} is unloaded (state UNAVAILABLE); POST /v2/repository/models/{name}/load loads it",
+                "model",
+            )
+
+    def swap(self, name: str, runtime: ModelRuntime | None) -> ModelRuntime | None:
+        """Serve `runtime` as `name` from the next request on (None: unload); the one it
+        replaces is returned, for the caller to retire once its requests are done."""
+        old = self.models.pop(name, None)
+        if runtime is None:
+            self.unloaded.add(name)
+        else:
+            self.unloaded.discard(name)
+            self.models[name] = runtime
+        return old
+
     def model(self, name: str, what: str = "model") -> ModelRuntime:
         """The runtime of a served model; NotFound naming what is served otherwise."""
         runtime = self.models.get(name)
         if runtime is None:
+            self.check_not_unloaded(name)
             served = ", ".join(sorted(self.models)) or "none"
             raise NotFound(f"unknown {what} {clip(name)!r}; served here: {served}", "model")
         return runtime

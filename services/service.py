@@ -30,6 +30,7 @@ from services.errors import UNAUTHENTICATED
 from services.health import FrontDoor
 from services.http_app import create_app, task_paths
 from services.hub import Hub
+from services.lifecycle import Repository
 
 log = logging.getLogger("zooserve")
 
@@ -42,6 +43,7 @@ arbiter.log_worker_deaths()
 hub = Hub()
 http_app = create_app(hub)
 auth = TokenStore.from_env()
+admin = TokenStore.admin_from_env()
 
 
 def _count_refused() -> None:
@@ -68,8 +70,8 @@ class FrontDoorService(Service):  # type: ignore[type-arg]
 
     def to_asgi(self, is_main: bool = True) -> object:
         door = FrontDoor(super().to_asgi(is_main=is_main), http_app, hub, task_paths())
-        if auth.enabled:
-            door.guard = HttpGuard(auth, _count_refused)
+        if auth.enabled or admin.enabled:
+            door.guard = HttpGuard(auth, _count_refused, admin)
         return door
 
     @property
@@ -124,10 +126,14 @@ class ZooServe:
         if tracing.ON:
             tracing.configure()
             log.info("zooserve: tracing on, OTLP/HTTP to %s", tracing.endpoint())
-        await hub.start(settings)
+        repository = Repository(hub) if settings.repository_api else None
+        await hub.start(settings, skip=repository.unloaded_at_start() if repository else None)
+        if repository is not None:
+            hub.repository = repository
+            repository.start()
         from services.v2.grpc_server import GrpcServer, PortHeld  # here: its protobuf modules clash with tritonclient's
 
-        self.grpc = GrpcServer(hub, auth)
+        self.grpc = GrpcServer(hub, auth, admin)
         try:
             await self.grpc.start(settings)  # same event loop as HTTP, so both feed the same batchers
         except PortHeld as exc:
@@ -140,5 +146,7 @@ class ZooServe:
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop()  # in-flight RPCs finish (grace period) while the batchers still run
+        if hub.repository is not None:
+            await hub.repository.stop()
         await hub.stop()
         tracing.shutdown()  # flushes the spans still buffered

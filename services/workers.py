@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ class WorkerBoard:
     def withdraw(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._mine.unlink()
-        with contextlib.suppress(OSError):  # the last worker out removes the folder
-            self.folder.rmdir()
+        if not self.workers():  # the last worker out removes the folder, and the server's state in it
+            shutil.rmtree(self.folder, ignore_errors=True)
         self._published = None
 
     def _states(self) -> list[dict[str, Any]]:

@@ -33,8 +33,11 @@ def bentoml_home() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second store holding every model exported with its small test config."""
-    home = tmp_path_factory.mktemp("small-store")
+    """A second store holding every model exported with its small test config.
+    ZOOSERVE_TEST_SMALL_STORE names a folder to keep it in between runs (a developer's rerun
+    then exports nothing: exports are content-addressed and skip what is there)."""
+    kept = os.environ.get("ZOOSERVE_TEST_SMALL_STORE")
+    home = Path(kept) if kept else tmp_path_factory.mktemp("small-store")
     script = (
         "import zoo; from exporters.export import export\n"
         "for name in zoo.list_models():\n"

@@ -46,6 +46,7 @@ from services.proto import open_inference_grpc_pb2_grpc as pb2_grpc
 from services.v2 import models
 from services.v2.grpc_handlers import add_servicer
 from services.v2.grpc_port import PortClaim, PortHeld
+from services.v2.repository import OFF, GrpcRepository
 from services.v2.tensors import (
     InferRequest,
     InferResponse,
@@ -134,7 +135,7 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
         return pb2.ServerReadyResponse(ready=self.hub.ready)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerMetadataResponse:
-        return pb2.ServerMetadataResponse(**models.server_metadata())
+        return pb2.ServerMetadataResponse(**models.server_metadata(self.hub))
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelReadyResponse:
         try:
@@ -158,6 +159,28 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensors(**t) for t in meta["outputs"]],
             properties={k: str(v) for k, v in meta["parameters"].items()},
         )
+
+    # -- the model repository extension (services/v2/repository.py) -------------------------------
+    async def _repository(self, context: grpc.aio.ServicerContext, call: str, request: Any) -> Any:
+        repository = self.hub.repository
+        if repository is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, OFF)
+        wire = GrpcRepository(repository, pb2, parameters_from_proto)
+        try:
+            if call == "index":
+                return wire.index(request)
+            return await (wire.load(request) if call == "load" else wire.unload(request))
+        except ServeError as exc:
+            await _abort(context, exc)
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._repository(context, "index", request)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._repository(context, "load", request)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._repository(context, "unload", request)
 
     async def ModelInfer(self, request: pb2.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -191,9 +214,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class GrpcServer:
     """The worker's gRPC server over a hub: start after the hub, stop (gracefully) before it."""
 
-    def __init__(self, hub: Hub, auth: TokenStore | None = None) -> None:
+    def __init__(self, hub: Hub, auth: TokenStore | None = None, admin: TokenStore | None = None) -> None:
         self.hub = hub
         self.auth = auth if auth is not None and auth.enabled else None
+        self.admin = admin if admin is not None and admin.enabled else None
         self.server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
         self.port: int | None = None
@@ -203,13 +227,13 @@ class GrpcServer:
     async def start(self, settings: Settings) -> int:
         limit = settings.limits.max_v2_body_bytes
         interceptors = []
-        if self.auth is not None:
+        if self.auth is not None or self.admin is not None:
             refused = self.hub.unresolved
 
             def count() -> None:
                 refused.failed(PROTOCOL, UNAUTHENTICATED.reason)
 
-            interceptors.append(TokenInterceptor(self.auth, count))
+            interceptors.append(TokenInterceptor(self.auth or TokenStore(), count, self.admin))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -59,7 +59,7 @@ def create_router(hub: Hub) -> APIRouter:
 
     @router.get("/v2", summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return models.server_metadata()
+        return models.server_metadata(hub)
 
     @router.get("/v2/health/live", summary="Server liveness")
     async def live() -> dict[str, Any]:

@@ -49,8 +49,9 @@ def server_version() -> str:
         return "unknown"
 
 
-def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": server_version(), "extensions": list(EXTENSIONS)}
+def server_metadata(hub: Hub | None = None) -> dict[str, Any]:
+    extensions = [*EXTENSIONS, *(("model_repository",) if hub is not None and hub.repository is not None else ())]
+    return {"name": SERVER_NAME, "version": server_version(), "extensions": extensions}
 
 
 class V2Model:
@@ -275,6 +276,7 @@ def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
     base = name[: -len(RAW_SUFFIX)] if raw else name
     runtime = hub.models.get(base)
     if runtime is None:
+        hub.check_not_unloaded(base)
         served = sorted(hub.models)
         known = ", ".join(served + [n + RAW_SUFFIX for n in served]) or "none"
         raise NotFound(f"unknown model '{clip(name)}'; served here: {known}")
