@@ -46,8 +46,24 @@ class Batching:
     priority_levels: int = 3
     default_priority_level: int = 2
     priority_aging_ms: float = 1000.0
+    # Several versions at once: these store versions, or the `latest` N by creation time (the
+    # first is the default).  `traffic` splits the requests that name no version by weight.
+    versions: tuple[str, ...] = ()
+    latest: int = 0
+    traffic: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
+        object.__setattr__(self, "traffic", {str(k): v for k, v in dict(self.traffic or {}).items()})
+        if self.versions and self.latest:
+            raise ConfigError("give versions or latest, not both")
+        if self.latest < 0:
+            raise ConfigError("latest must be >= 0")
+        if any(isinstance(w, bool) or not isinstance(w, int | float) or w <= 0 for w in self.traffic.values()):
+            raise ConfigError("traffic weights must be positive numbers")
+        strangers = sorted(set(self.traffic) - set(self.versions))
+        if self.versions and strangers:
+            raise ConfigError(f"traffic names versions not in versions: {strangers}")
         if self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be at least 1")
         if self.max_queue_delay_ms < 0 or self.timeout_s <= 0:
@@ -97,6 +113,11 @@ class Settings:
 
     def for_model(self, name: str) -> Batching:
         return self.batching.get(name, Batching())
+
+    def with_version(self, name: str, version: str) -> Settings:
+        """These settings with `name` pinned to one store version (one of several served)."""
+        config = dataclasses.replace(self.for_model(name), version=version)
+        return dataclasses.replace(self, batching={**self.batching, name: config})
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -19,7 +19,8 @@ from services import tracing
 from services.config import Settings
 from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
-from services.model import Loader, ModelRuntime, load_from_store
+from services.model import Loader, ModelRuntime, load_from_store, store_versions
+from services.versions import VersionSet, wanted_versions
 from services.workers import WorkerBoard
 from zoo import get
 from zoo.api import Task
@@ -79,7 +80,8 @@ class Hub:
 
     def __init__(self, board: WorkerBoard | None = None) -> None:
         self._settings: Settings | None = None
-        self.models: dict[str, ModelRuntime] = {}
+        self.models: dict[str, ModelRuntime] = {}  # the default version of each model
+        self.sets: dict[str, VersionSet] = {}  # every loaded version of each model
         self.board = board
         self._tasks: list[asyncio.Task[None]] = []
         self._unresolved: RequestMetrics | None = None
@@ -107,14 +109,29 @@ class Hub:
             self._unresolved = RequestMetrics(UNRESOLVED)
         return self._unresolved
 
-    async def start(self, settings: Settings, loader: Loader = load_from_store, skip: set[str] | None = None) -> None:
-        """Create every configured model (but those in `skip`: unloaded through the repository
-        API before a restart) and load them in the background."""
+    async def start(
+        self,
+        settings: Settings,
+        loader: Loader = load_from_store,
+        skip: set[str] | None = None,
+        stored: Callable[[str, Settings], list[str]] = store_versions,
+    ) -> None:
+        """Create every configured model, each version its config asks for (but the models in
+        `skip`: unloaded through the repository API before a restart), and load them in the
+        background."""
         self._settings = settings
         self.unloaded = set(skip or ()) & set(settings.models)
-        self.models = {
-            name: ModelRuntime(name, get(name).tasks, settings) for name in settings.models if name not in self.unloaded
-        }
+        for name in settings.models:
+            if name in self.unloaded:
+                continue
+            config = settings.for_model(name)
+            found = stored(name, settings) if config.latest else []
+            runtimes = [
+                ModelRuntime(name, get(name).tasks, settings.with_version(name, version))
+                for version in wanted_versions(config, found)
+            ]
+            self.sets[name] = VersionSet(runtimes, config.traffic)
+            self.models[name] = runtimes[0]
         self.unresolved  # noqa: B018  (the model="" series exist from the start)
         if self.board is None:
             self.board = WorkerBoard(settings.workers)
@@ -127,7 +144,7 @@ class Hub:
 
     async def _load_all(self, loader: Loader) -> None:
         # Sequential loads: on a small machine parallel loads only contend for the same cores.
-        for runtime in self.models.values():
+        for runtime in self.runtimes():
             await runtime.load(loader)
         assert self.board is not None
         self.board.publish(self.ready_here)
@@ -140,13 +157,17 @@ class Hub:
                 await task
         if self.board is not None:
             self.board.withdraw()
-        await asyncio.gather(*(m.close() for m in self.models.values()))
+        await asyncio.gather(*(m.close() for m in self.runtimes()))
+
+    def runtimes(self) -> list[ModelRuntime]:
+        """Every loaded version of every model."""
+        return [r for versions in self.sets.values() for r in versions.runtimes]
 
     # -- readiness -----------------------------------------------------------------------------
     @property
     def ready_here(self) -> bool:
         """Every model of this worker is loaded and warm (those unloaded on purpose aside)."""
-        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.models.values())
+        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.runtimes())
 
     @property
     def ready(self) -> bool:
@@ -171,6 +192,12 @@ class Hub:
                 for name, m in self.models.items()
             },
         }
+        for name, versions in self.sets.items():
+            if len(versions.runtimes) > 1:
+                body["models"][name]["ready"] = all(r.status.ready for r in versions.runtimes)
+                body["models"][name]["versions"] = [
+                    {"version": r.version, "ready": r.status.ready, "error": r.status.error} for r in versions.runtimes
+                ]
         for name in sorted(self.unloaded):
             body["models"][name] = {"ready": False, "state": "UNAVAILABLE", "error": "unloaded"}
         if self.problems:
@@ -189,16 +216,27 @@ class Hub:
                 "model",
             )
 
-    def swap(self, name: str, runtime: ModelRuntime | None) -> ModelRuntime | None:
-        """Serve `runtime` as `name` from the next request on (None: unload); the one it
-        replaces is returned, for the caller to retire once its requests are done."""
-        old = self.models.pop(name, None)
+    def swap(self, name: str, runtime: ModelRuntime | None) -> list[ModelRuntime]:
+        """Serve `runtime` as `name`'s one version from the next request on (None: unload);
+        the versions it replaces are returned, for the caller to retire once their requests
+        are done."""
+        self.models.pop(name, None)
+        old = self.sets.pop(name, VersionSet([])).runtimes
         if runtime is None:
             self.unloaded.add(name)
         else:
             self.unloaded.discard(name)
             self.models[name] = runtime
+            self.sets[name] = VersionSet([runtime])
         return old
+
+    def pick(self, name: str, version: str | None = None) -> ModelRuntime:
+        """The runtime a request for `name` (and `version`, if it names one) runs on: with a
+        `traffic` config, the canary split chooses among the loaded versions."""
+        versions = self.sets.get(name)
+        if versions is None:
+            return self.model(name)  # NotFound, naming the state or what is served
+        return versions.pick(version)
 
     def model(self, name: str, what: str = "model") -> ModelRuntime:
         """The runtime of a served model; NotFound naming what is served otherwise."""
@@ -222,7 +260,7 @@ class Hub:
         one served model of that task.  Readiness is the caller's to check, once it counts the
         request under this model."""
         if requested is not None:
-            runtime = self.model(requested)
+            runtime = self.pick(requested)
             if task in runtime.tasks:
                 return runtime
         serving = sorted(n for n, m in self.models.items() if task in m.tasks)
@@ -230,5 +268,5 @@ class Hub:
             served = ", ".join(serving) or "none"
             raise BadRequest(f"model {requested!r} does not serve /{task}; served here: {served}", "model")
         if default in serving or len(serving) == 1:
-            return self.models[default if default in serving else serving[0]]  # type: ignore[index]
+            return self.pick(default if default in serving else serving[0])  # type: ignore[arg-type]
         raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")

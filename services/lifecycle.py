@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import json
 import logging
@@ -65,22 +64,26 @@ class Repository:
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         entries = []
         for name in sorted(set(self.hub.models) | self.hub.unloaded | set(self.busy)):
-            runtime = self.hub.models.get(name)
-            if name in self.busy:
-                state, reason = self.busy[name], ""
-            elif runtime is not None and runtime.status.ready:
-                state, reason = READY, ""
-            elif runtime is not None:
-                state, reason = UNAVAILABLE, runtime.status.error or "loading"
-            else:
-                state, reason = UNAVAILABLE, "unloaded"
-            if ready_only and state != READY:
-                continue
-            entry = {"name": name, "state": state, "reason": reason}
-            if runtime is not None and runtime.parts is not None:
-                entry["version"] = runtime.version
-            entries.append(entry)
+            versions = self.hub.sets[name].runtimes if name in self.hub.sets and name not in self.busy else [None]
+            for runtime in versions:
+                entry = self._entry(name, runtime)
+                if not ready_only or entry["state"] == READY:
+                    entries.append(entry)
         return entries
+
+    def _entry(self, name: str, runtime: ModelRuntime | None) -> dict[str, Any]:
+        if name in self.busy:
+            state, reason = self.busy[name], ""
+        elif runtime is not None and runtime.status.ready:
+            state, reason = READY, ""
+        elif runtime is not None:
+            state, reason = UNAVAILABLE, runtime.status.error or "loading"
+        else:
+            state, reason = UNAVAILABLE, "unloaded"
+        entry = {"name": name, "state": state, "reason": reason}
+        if runtime is not None and runtime.parts is not None:
+            entry["version"] = runtime.version
+        return entry
 
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
         """(Re)load `name`: the version in `parameters['version']`, the config's pin, or the
@@ -128,8 +131,8 @@ class Repository:
                 old = self.hub.swap(name, None)
                 self.pins.pop(name, None)
                 try:
-                    if old is not None:
-                        await old.retire()
+                    for runtime in old:
+                        await runtime.retire()
                 finally:
                     del self.busy[name]
                 log.info("model %s unloaded", name)
@@ -145,18 +148,15 @@ class Repository:
                 del self.busy[name]
             if version is not None:
                 self.pins[name] = version
-            if old is not None:
-                await old.retire()  # after the swap: new requests already go to the new version
+            for previous in old:
+                await previous.retire()  # after the swap: new requests already go to the new version
             log.info("model %s (%s) loaded through the repository API", name, runtime.version)
             return runtime
 
     def _settings_for(self, name: str, version: str | None) -> Settings:
-        settings = self.hub.settings
-        config = settings.for_model(name)
         version = version or self.pins.get(name)
-        if version is not None:
-            config = dataclasses.replace(config, version=version)
-        return dataclasses.replace(settings, batching={**settings.batching, name: config})
+        settings = self.hub.settings
+        return settings if version is None else settings.with_version(name, version)
 
     # -- the shared state file ----------------------------------------------------------------
     def _record(self, name: str, loaded: bool, version: str | None) -> None:

@@ -30,7 +30,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
 from zoo import get
 from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
-from zoo.artifact import find, store_name
+from zoo.artifact import find, store_name, versions
 from zoo.runners import Runner, cpu_threads, open_runner
 
 log = logging.getLogger("zooserve")
@@ -56,6 +56,13 @@ class Parts:
 
 
 Loader = Callable[[str, Settings], Parts]
+
+
+def store_versions(name: str, settings: Settings) -> list[str]:
+    """The versions of `name` in the store for the settings' backend, newest first."""
+    fmt = FORMAT_OF_BACKEND[settings.backend]
+    precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
+    return versions(store_name(name, fmt, precision))
 
 
 def load_from_store(name: str, settings: Settings) -> Parts:

@@ -121,6 +121,14 @@ def find(name: str, version: str = "latest") -> Artifact | None:
     return Artifact(tag=str(model.tag), path=path, metadata=meta)
 
 
+def versions(name: str) -> list[str]:
+    """The stored versions of `name`, newest first (by the store's creation time)."""
+    import bentoml
+
+    stored = sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time, reverse=True)
+    return [str(m.tag.version) for m in stored]
+
+
 def delete(name: str, version: str) -> None:
     import bentoml
 

@@ -274,12 +274,12 @@ def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
 
     raw = name.endswith(RAW_SUFFIX)
     base = name[: -len(RAW_SUFFIX)] if raw else name
-    runtime = hub.models.get(base)
-    if runtime is None:
+    if base not in hub.models:
         hub.check_not_unloaded(base)
         served = sorted(hub.models)
         known = ", ".join(served + [n + RAW_SUFFIX for n in served]) or "none"
         raise NotFound(f"unknown model '{clip(name)}'; served here: {known}")
+    runtime = hub.pick(base, version)  # the named version, or the canary split's choice
     model = RawModel(name, runtime) if raw else TensorModel(name, runtime)
     model.check_version(version)
     return model
