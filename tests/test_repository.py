@@ -171,3 +171,14 @@ def test_every_worker_applies_a_change(small_store: Path) -> None:
             time.sleep(0.5)
         else:
             raise AssertionError(f"a worker did not load the model again: {answers}")
+
+
+def test_the_api_on_a_network_address_needs_an_admin_token() -> None:
+    from services.config import ConfigError, load_settings
+
+    base = {"ZOOSERVE_MODELS": "gan_generator", "ZOOSERVE_REPOSITORY_API": "1"}
+    assert load_settings({**base, "ZOOSERVE_GRPC_HOST": "127.0.0.1"}).repository_api
+    with pytest.raises(ConfigError, match="non-loopback address .0.0.0.0. needs ZOOSERVE_ADMIN_TOKEN"):
+        load_settings({**base, "ZOOSERVE_GRPC_HOST": "0.0.0.0"})
+    assert load_settings({**base, "ZOOSERVE_GRPC_HOST": "0.0.0.0", "ZOOSERVE_ADMIN_TOKEN": "x"}).repository_api
+    assert not load_settings({"ZOOSERVE_MODELS": "gan_generator", "ZOOSERVE_GRPC_HOST": "0.0.0.0"}).repository_api
