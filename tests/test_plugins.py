@@ -59,10 +59,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("plugin-site")
     build = tmp_path_factory.mktemp("plugin-src") / "zooserve_lite"
     shutil.copytree(PACKAGE, build)  # setuptools writes build/ and egg-info next to the sources
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(build)],
-        check=True,
-    )  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(target), str(build)], check=True)
     assert (target / "zooserve_lite").is_dir() and list(target.glob("zooserve_lite-0.1.0.dist-info"))
     return target
 
@@ -143,17 +141,18 @@ def test_served_on_real_photos_through_every_protocol(lite_server: Server) -> No
         grpc.close()
     with urllib.request.urlopen(lite_server.url + "/metrics", timeout=30) as response:
         metrics = response.read().decode()
-    for protocol in ("http", "grpc"):
+    series = [
+        ("zooserve_request_success_total", 'protocol="http"'),
+        ("zooserve_request_success_total", 'protocol="grpc"'),
+        ("zooserve_model_ready", ""),
+        ("zooserve_inference_rows_total", ""),
+        ("zooserve_batch_executions_total", ""),
+    ]
+    for name, label in series:
         assert any(
-            line.startswith("zooserve_request_success") and f'model="{MODEL}"' in line and f'protocol="{protocol}"' in line
-            and float(line.rsplit(" ", 1)[1]) > 0
+            line.startswith(name + "{") and f'model="{MODEL}"' in line and label in line and float(line.split()[-1]) > 0
             for line in metrics.splitlines()
-        ), protocol  # fmt: skip
-    for series in ("zooserve_model_ready", "zooserve_inference_rows_total", "zooserve_batch_executions_total"):
-        assert any(
-            line.startswith(series + "{") and f'model="{MODEL}"' in line and float(line.rsplit(" ", 1)[1]) > 0
-            for line in metrics.splitlines()
-        ), series
+        ), (name, label)
 
 
 def _client_pixels(server: Server, images: list[bytes]) -> np.ndarray:
@@ -227,8 +226,9 @@ def test_broken_and_clashing_plugins_are_reported_and_the_rest_load(tmp_path: Pa
     assert any(r.startswith("resnet50") and "zooserve (built-in)" in r for r in rows)  # the built-in stays
     failed = [r for r in rows if r.startswith("FAILED")]
     assert len(failed) == 2, listed.stdout
-    assert "'broken = broken_plugin' of zooserve-broken 1.0" in failed[0] and "RuntimeError: boom at import" in failed[0]
-    assert "zooserve-clash 1.0" in failed[1] and "clash_plugin.Clash" in failed[1] and "zoo.resnet.ResNet50" in failed[1]
+    broken, clashing = failed
+    assert "'broken = broken_plugin' of zooserve-broken 1.0" in broken and "RuntimeError: boom at import" in broken
+    assert "zooserve-clash 1.0" in clashing and "clash_plugin.Clash" in clashing and "zoo.resnet.ResNet50" in clashing
     assert "boom at import" in listed.stderr and "clash_plugin.Clash" in listed.stderr  # and in the log
     code = "from services.config import load_settings as s; s({'ZOOSERVE_MODELS': 'resnet50,tiny_gan'})"
     python(with_path(tmp_path), code)  # the others serve

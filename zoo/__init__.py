@@ -6,7 +6,8 @@ registry (`register`, `get`, `create`, `list_models`), the typed results of each
 the shared building blocks of the vision and text plugins.
 
 Importing `zoo` imports every plugin module of this package, so adding a model touches one
-file, and then every out-of-tree plugin of the `zooserve.plugins` entry-point group.  The support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
+file, and then every out-of-tree plugin of the `zooserve.plugins` entry-point group.  The
+support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
 torch at import time.
 """
 
