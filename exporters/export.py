@@ -53,7 +53,13 @@ def _package_files(module: str) -> set[str]:
     origin = Path(inspect.getfile(root))
     if origin.name != "__init__.py":
         return {str(origin)}
-    return {str(p) for p in origin.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    folder = origin.parent
+
+    def kept(path: Path) -> bool:  # caches and hidden files are not the plugin's
+        parts = path.relative_to(folder).parts
+        return path.is_file() and not any(p == "__pycache__" or p.startswith(".") for p in parts)
+
+    return {str(p) for p in folder.rglob("*") if kept(p)}
 
 
 def state_hash(module: Any) -> str:
