@@ -117,6 +117,9 @@ def test_resnet50_v1_resizes_to_256_while_v2_is_232(tmp_path: Path) -> None:
         (["bert", "--weights", "hf:nobody/absent-model"], "is not in the Hugging Face cache"),
         (["bert", "--weights", "hf:no-slash"], "hf:ORG/NAME[@REVISION]"),
         (["gan_generator", "--weights", "torchvision:DEFAULT"], "takes a local weights path"),
+        # make serve WEIGHTS=pretrained: bert (first) asks its cache for the named checkpoint
+        (["--all", "--pretrained"], "hf:textattack/bert-base-uncased-SST-2 is not in the Hugging Face cache"),
+        (["resnet18", "--pretrained", "--weights", "x.pth"], "give --weights or --pretrained, not both"),
     ],
 )
 def test_unknown_or_uncached_names_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
