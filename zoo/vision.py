@@ -242,8 +242,15 @@ def _calibrate_batchnorm(module: torch.nn.Module, side: int) -> None:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the calibration batch
     module.train()
-    with torch.no_grad():
-        module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    # One thread: a parallel reduction's order follows the thread count, and the statistics
+    # (so the artifact's version, which hashes the state) must not depend on the machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    finally:
+        torch.set_num_threads(threads)
     for norm in norms:
         norm.momentum = 0.1
     module.eval()
