@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Export the default zoo into the BentoML model store; only what is missing is exported.
+# WEIGHTS=pretrained: each model's official pretrained weights (torchvision DEFAULT, a named
+# Hugging Face BERT), downloaded into their usual caches; the default is deterministic random init.
 export: install
-	$(BIN)/zoo export --all --if-missing
+	$(BIN)/zoo export --all --if-missing $(if $(filter pretrained,$(WEIGHTS)),--pretrained)
 
 # Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground;
 # WORKERS=N runs N serving processes (ZOOSERVE_WORKERS), each with every model.  Loopback only

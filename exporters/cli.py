@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from zoo.registry import UnknownModel, create, get, list_models
-
-
-def _print_list(_: argparse.Namespace) -> None:
-    for name in list_models():
-        plugin = create(name)
-        summary = (type(plugin).__doc__ or "").strip().splitlines()
-        print(f"{name:18} {','.join(plugin.tasks):16} {summary[0] if summary else ''}")
-
-
-def _print_info(args: argparse.Namespace) -> None:
-    plugin = create(args.name)
-    spec = plugin.spec
-    info: dict[str, Any] = {
-        "name": plugin.name,
-        "tasks": list(plugin.tasks),
-        "config": plugin.config_dict(),
-        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
-        "opset": spec.opset,
-        "exporter": spec.exporter,
-        "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
-        "tensorrt_profile": {k: vars(v) for k, v in spec.trt_profile.items()},
-    }
-    print(json.dumps(info, indent=2))
+from exporters.listing import print_info, print_list
+from zoo.registry import UnknownModel, get, list_models
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -46,7 +21,8 @@ def _export(args: argparse.Namespace) -> None:
         print(message, file=sys.stderr, flush=True)
 
     for name in names:
-        result = export(name, args.format, args.weights, args.precision, force=args.force, progress=progress)
+        weights = get(name).pretrained if args.pretrained else args.weights
+        result = export(name, args.format, weights, args.precision, force=args.force, progress=progress)
         parity = result.artifact.metadata.get("parity") or {}
         state = "exported" if result.created else "present"
         figures = f" parity max_abs={parity['max_abs']:.3g}" if parity else ""
@@ -56,17 +32,19 @@ def _export(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="zoo", description="The zooserve model zoo")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="registered models").set_defaults(run=_print_list)
+    commands.add_parser("list", help="registered models").set_defaults(run=print_list)
     info = commands.add_parser("info", help="a model's tasks, config and export spec")
     info.add_argument("name")
-    info.set_defaults(run=_print_info)
+    info.add_argument("--weights", help="as for export: a local path, torchvision:MEMBER or hf:ORG/NAME[@REV]")
+    info.set_defaults(run=print_info)
     exp = commands.add_parser("export", help="export into the BentoML model store (skips what is there)")
     exp.add_argument("name", nargs="?")
     exp.add_argument("--all", action="store_true", help="every registered model, default config")
     exp.add_argument("--if-missing", action="store_true", help="the default; kept for readability")
     exp.add_argument("--force", action="store_true", help="export again even if the same content is stored")
     exp.add_argument("--format", choices=["onnx", "tensorrt", "torch"], default="onnx")
-    exp.add_argument("--weights", help="a local weights file or checkpoint folder")
+    exp.add_argument("--weights", help="a local file or folder, torchvision:MEMBER, or hf:ORG/NAME[@REVISION]")
+    exp.add_argument("--pretrained", action="store_true", help="each model's official pretrained weights")
     exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     exp.set_defaults(run=_export)
     return root
@@ -79,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "export" and args.all and args.weights:
         print("zoo export: --weights applies to one model, not --all", file=sys.stderr)
+        return 2
+    if args.command == "export" and args.pretrained and args.weights:
+        print("zoo export: give --weights or --pretrained, not both", file=sys.stderr)
         return 2
     try:
         args.run(args)

@@ -30,19 +30,52 @@ class ExportResult:
 
 def plugin_code_hash(plugin: Plugin[Any]) -> str:
     """A hash of the source of the plugin's class hierarchy: a change to how a model is built
-    or initialised makes a new artifact instead of reusing a stale one."""
+    or initialised makes a new artifact instead of reusing a stale one.  An out-of-tree
+    plugin's whole package counts too (its code and data files, such as labels)."""
     modules = {cls.__module__ for cls in type(plugin).__mro__}
     for name in list(modules):  # and the zoo helpers those modules use (tokenizers, weights)
         for value in vars(sys.modules[name]).values():
             modules.add(getattr(value, "__module__", None) or getattr(value, "__name__", ""))
-    files = sorted({inspect.getfile(sys.modules[m]) for m in modules if m.split(".")[0] == "zoo" and m in sys.modules})
+    files = {inspect.getfile(sys.modules[m]) for m in modules if m.split(".")[0] == "zoo" and m in sys.modules}
+    files |= _package_files(type(plugin).__module__)
     digest = hashlib.sha256()
-    for file in files:
+    for file in sorted(files):
         digest.update(Path(file).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def identity(plugin: Plugin[Any], fmt: Format, precision: Precision) -> dict[str, Any]:
+def _package_files(module: str) -> set[str]:
+    """Every file of the top-level package (or the lone module) that defines an out-of-tree plugin."""
+    top = module.split(".")[0]
+    if top == "zoo" or top not in sys.modules:
+        return set()
+    root = sys.modules[top]
+    origin = Path(inspect.getfile(root))
+    if origin.name != "__init__.py":
+        return {str(origin)}
+    folder = origin.parent
+
+    def kept(path: Path) -> bool:  # caches and hidden files are not the plugin's
+        parts = path.relative_to(folder).parts
+        return path.is_file() and not any(p == "__pycache__" or p.startswith(".") for p in parts)
+
+    return {str(p) for p in folder.rglob("*") if kept(p)}
+
+
+def state_hash(module: Any) -> str:
+    """A hash of the built module's state dict (names, dtypes, shapes, bytes): weights that
+    build() loads by itself change the version as surely as `--weights` does."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def identity(plugin: Plugin[Any], fmt: Format, precision: Precision, state: str = "") -> dict[str, Any]:
     """Everything that decides an artifact's bytes; its hash is the artifact's version."""
     ident: dict[str, Any] = {
         "model": plugin.name,
@@ -52,6 +85,7 @@ def identity(plugin: Plugin[Any], fmt: Format, precision: Precision) -> dict[str
         "spec": plugin.spec.fingerprint(),
         "weights": plugin.weights_id(),
         "code": plugin_code_hash(plugin),
+        "state": state,
         "libraries": store.library_versions("torch", "torchvision", "transformers", "onnx", "onnxscript"),
     }
     if fmt == "tensorrt":
@@ -79,17 +113,20 @@ def export(
         raise ValueError("fp16 applies to TensorRT engines (and torch on CUDA at serving); ONNX stays fp32")
     plugin = create(name, weights=weights, **dict(overrides or {}))
     started = time.perf_counter()
-    ident = identity(plugin, fmt, precision)
+    progress(f"{name}: building the torch module ({plugin.weights_source()})")
+    module = plugin.build()
+    ident = identity(plugin, fmt, precision, state_hash(module))
     target = store.store_name(name, fmt, precision)
     version = store.content_key(ident)
     existing = store.find(target, version)
     if existing is not None and not force:
+        store.mark_latest(existing)  # what was asked for last is what `latest` serves
         progress(f"{name}: {existing.tag} is already in the model store")
         return ExportResult(existing, created=False, seconds=0.0)
 
     with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
         work = Path(tmp)
-        parity = _build(plugin, fmt, precision, work, progress, dict(overrides or {}))
+        parity = _build(plugin, module, fmt, precision, work, progress, dict(overrides or {}))
         seconds = round(time.perf_counter() - started, 2)
         meta = {
             **ident,
@@ -97,6 +134,7 @@ def export(
             "spec": plugin.spec.to_dict(),
             "spec_fingerprint": ident["spec"],
             "opset": plugin.spec.opset,
+            "weights_source": plugin.weights_source(),
             "parity": parity,
             "export_seconds": seconds,
             "versions": store.library_versions("zooserve", "onnxruntime", *ident["libraries"]),
@@ -110,23 +148,29 @@ def export(
 
 
 def _build(
-    plugin: Plugin[Any], fmt: Format, precision: Precision, work: Path, progress: Progress, overrides: dict[str, Any]
+    plugin: Plugin[Any],
+    module: Any,
+    fmt: Format,
+    precision: Precision,
+    work: Path,
+    progress: Progress,
+    overrides: dict[str, Any],
 ) -> Any:
     if fmt == "onnx":
         from exporters.onnx import export_onnx
 
-        report = export_onnx(plugin, work, progress)
+        report = export_onnx(plugin, work, progress, module)
         progress(f"{plugin.name}: parity max abs {report.max_abs:.3g}, max rel {report.max_rel:.3g}")
         return report.to_dict()
     if fmt == "torch":
         from safetensors.torch import save_file
 
         plugin.write_assets(work)
-        module = plugin.build()
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / RUNNABLE["torch"]))
         return None
     from exporters.tensorrt import build_engine
 
     # Engines are built from the ONNX artifact of the same weights and config.
-    onnx = export(plugin.name, "onnx", plugin.weights, "fp32", overrides, progress=progress)
+    weights = plugin.source.ref if plugin.source is not None else plugin.weights
+    onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
     return build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()

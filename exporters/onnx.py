@@ -67,8 +67,9 @@ def trace_batch(plugin: Plugin[Any], assets: Path) -> Batch:
     return collate(rows, plugin.spec)
 
 
-def export_onnx(plugin: Plugin[Any], dest: Path, progress: Progress = print) -> ParityReport:
-    """Write `dest/model.onnx` and the plugin's assets; return parity against eager torch.
+def export_onnx(plugin: Plugin[Any], dest: Path, progress: Progress = print, module: Any = None) -> ParityReport:
+    """Write `dest/model.onnx` and the plugin's assets; return parity against eager torch
+    (`module`: the plugin's module, when the caller has built it already).
 
     Raises ParityError when ONNX Runtime misses the spec's tolerance.
     """
@@ -77,8 +78,9 @@ def export_onnx(plugin: Plugin[Any], dest: Path, progress: Progress = print) -> 
     spec = plugin.spec
     dest.mkdir(parents=True, exist_ok=True)
     plugin.write_assets(dest)
-    progress(f"{plugin.name}: building the torch module")
-    module = plugin.build()
+    if module is None:
+        progress(f"{plugin.name}: building the torch module")
+        module = plugin.build()
     wrapped = _positional(module, spec)
     example = trace_batch(plugin, dest)
     args = tuple(torch.from_numpy(example[t.name]) for t in spec.inputs)

@@ -1,10 +1,10 @@
 """What the tracing hooks cost one request, in-process: tracing off, and on (spans built and
 handed to an exporter that drops them, so the OTLP export itself is not counted).
 
-Spans go through the same batching span processor as when served.  A request passes these hooks (services/tracing.py): its span begun and ended (hub's
-Observed), three stages (decode, preprocess, encode), the batcher's trace context and arrival
-time at submit, and the batch hook (one per batch: counted here once per request, which is
-its cost at batch size 1, the worst case).
+Spans go through the same batching span processor as when served.  A request passes these
+hooks (services/tracing.py): its span begun and ended (hub's Observed), three stages (decode,
+preprocess, encode), the batcher's trace context and arrival time at submit, and the batch
+hook (one per batch: counted here once per request, its cost at batch size 1, the worst case).
 
     python -m loadtests.trace_overhead [--requests 20000]
 """

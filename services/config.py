@@ -144,11 +144,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"ZOOSERVE_CONFIG={path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"ZOOSERVE_CONFIG={path}: expected a mapping at the top level")
+    from zoo.plugins import failures
+
     known = list_models()
-    models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip()) or tuple(known)
+    models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip())
+    models = tuple(known) if models in ((), ("all",)) else models  # `all`: built-ins and entry-point plugins
     for name in models:
         if name not in known:
-            raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}")
+            broken = "".join(f"; {f}" for f in failures())
+            raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}{broken}")
     backend = env.get("ZOOSERVE_BACKEND", data.get("backend", "onnxruntime"))
     device = env.get("ZOOSERVE_DEVICE", data.get("device", "cpu"))
     if backend not in BACKENDS:

@@ -186,6 +186,7 @@ class Hub:
                 name: {
                     "ready": m.status.ready,
                     "version": m.version,
+                    "weights": m.weights,
                     "error": m.status.error,
                     "load_seconds": m.status.load_seconds,
                 }

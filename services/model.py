@@ -120,6 +120,11 @@ class ModelRuntime:
         return self.parts.version if self.parts else "none"
 
     @property
+    def weights(self) -> str | None:
+        """Where the loaded artifact's weights came from (pretrained source, file, random-init)."""
+        return str(self.parts.metadata.get("weights_source", "unknown")) if self.parts else None
+
+    @property
     def backend(self) -> str:
         return self.parts.runner.name if self.parts else self.settings.backend
 

@@ -38,6 +38,7 @@ def test_readiness_lists_every_model_and_liveness_is_torch_free(small_server: Se
 
     assert set(body["models"]) == set(zoo.list_models())
     assert all(m["ready"] and m["error"] is None and m["load_seconds"] > 0 for m in body["models"].values())
+    assert all(m["weights"] == "random-init:seed=0" for m in body["models"].values())
     status, live = http_json(small_server.url + "/livez")
     assert status == 200 and live["live"] is True
     assert live["torch_imported"] is False  # serving on ONNX Runtime never imports torch

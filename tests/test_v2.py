@@ -308,6 +308,7 @@ def test_model_metadata_and_readiness_for_every_model(
             assert meta["parameters"] == {
                 **{f"parity_{k}": stored[k] for k in ("max_abs", "max_rel", "atol", "rtol")},
                 "backend": "onnxruntime",
+                "weights": "random-init:seed=0",  # the default zoo: no pretrained weights
                 "tasks": ",".join(zoo.get(model).tasks),
             }
         tensor_meta = http.get_model_metadata(model)
@@ -321,6 +322,7 @@ def test_model_metadata_and_readiness_for_every_model(
     http_params = http.get_model_metadata("resnet50")["parameters"]
     assert float(reflected.properties["parity_max_abs"]) == http_params["parity_max_abs"]
     assert reflected.properties["tasks"] == "classify" and list(reflected.inputs[0].shape) == [-1, 3, 224, 224]
+    assert reflected.properties["weights"] == "random-init:seed=0"
     assert http.get_model_metadata("bert_raw")["outputs"] == [
         {"name": "label", "datatype": "BYTES", "shape": [-1]},
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},

@@ -6,7 +6,8 @@ registry (`register`, `get`, `create`, `list_models`), the typed results of each
 the shared building blocks of the vision and text plugins.
 
 Importing `zoo` imports every plugin module of this package, so adding a model touches one
-file.  The support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
+file, and then every out-of-tree plugin of the `zooserve.plugins` entry-point group.  The
+support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
 torch at import time.
 """
 
@@ -30,6 +31,8 @@ from zoo.api import (
     Task,
     TensorSpec,
     WeightsMismatch,
+    WeightsSource,
+    WeightsUnavailable,
     collate,
     split,
 )
@@ -49,12 +52,30 @@ from zoo.weights import load_file_into, read_state_dict, seeded
 
 # Modules that are part of the framework, not models: never imported as plugins.
 SUPPORT_MODULES = frozenset(
-    {"api", "artifact", "registry", "results", "runners", "tensorrt_runner", "text", "vision", "weights"}
+    {
+        "api",
+        "artifact",
+        "plugins",
+        "registry",
+        "results",
+        "runners",
+        "sources",
+        "tensorrt_runner",
+        "text",
+        "vision",
+        "weights",
+    }
 )
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in SUPPORT_MODULES and not _module.ispkg:
         importlib.import_module(f"{__name__}.{_module.name}")
+
+# Out-of-tree plugins last: they import this package's public API, and a clash with a
+# built-in name must name the built-in.
+from zoo.plugins import load_entry_points  # noqa: E402
+
+load_entry_points()
 
 __all__ = [
     "BATCH",
@@ -80,6 +101,8 @@ __all__ = [
     "TensorSpec",
     "UnknownModel",
     "WeightsMismatch",
+    "WeightsSource",
+    "WeightsUnavailable",
     "WordTokenizer",
     "check_text",
     "classifier_config",

@@ -43,6 +43,30 @@ class WeightsMismatch(ValueError):
     """A weights file that does not fit the architecture; the message names keys or shapes."""
 
 
+class WeightsUnavailable(ValueError):
+    """Named weights that are unknown, or not in the cache while offline; the message says what to do."""
+
+
+# Weights named by source rather than by path: `torchvision:MEMBER`, `hf:ORG/NAME[@REVISION]`.
+NAMED_SCHEMES = ("torchvision:", "hf:")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Named weights resolved to local files (zoo.sources fills the caches)."""
+
+    ref: str  # what `--weights` takes to find the same files again, e.g. "hf:org/name@<commit>"
+    description: str  # what /readyz and `zoo info` show, e.g. "torchvision:ResNet50_Weights.IMAGENET1K_V2"
+    path: Path  # the cached file or snapshot folder
+    config: Mapping[str, Any] = field(default_factory=dict)  # preset fields these weights decide
+    labels: tuple[str, ...] | None = None
+
+
+def is_named(weights: str | Path | None) -> bool:
+    """True for a named source (`torchvision:...`, `hf:...`) rather than a local path."""
+    return isinstance(weights, str) and weights.startswith(NAMED_SCHEMES)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One named tensor of an exported model."""
@@ -196,15 +220,27 @@ class Plugin(ABC, Generic[ConfigT]):
     tasks: ClassVar[tuple[Task, ...]]
     Config: ClassVar[type]
     test_overrides: ClassVar[Mapping[str, Any]] = {}  # small sizes for fast tests
+    # The official pretrained weights `zoo export --all --pretrained` (make serve WEIGHTS=pretrained) uses.
+    pretrained: ClassVar[str | None] = None
 
     def __init__(self, config: ConfigT | None = None, weights: str | Path | None = None) -> None:
+        self.source: WeightsSource | None = None
+        if is_named(weights):
+            self.source = self.resolve_weights(str(weights))
+            weights = self.source.path
         self.weights = Path(weights) if weights is not None else None
         if self.weights is not None and not self.weights.exists():
             raise FileNotFoundError(f"weights not found: {self.weights}")
         base = config if config is not None else self.Config()
+        if self.source is not None and self.source.config:
+            base = dataclasses.replace(base, **self.source.config)  # type: ignore[type-var]
         self.config: ConfigT = self.config_from_weights(base, self.weights)
 
     # -- configuration ----------------------------------------------------------------
+    def resolve_weights(self, named: str) -> WeightsSource:
+        """Named weights to local files (downloading into the source's cache unless offline)."""
+        raise WeightsUnavailable(f"{self.name} takes a local weights path, not named weights ({named})")
+
     def config_from_weights(self, config: ConfigT, weights: Path | None) -> ConfigT:
         """Complete the config from checkpoint metadata; most plugins need nothing."""
         return config
@@ -245,6 +281,16 @@ class Plugin(ABC, Generic[ConfigT]):
         if self.weights is None:
             return "random-init:seed=0"
         return "sha256:" + hash_path(self.weights)
+
+    def weights_source(self) -> str:
+        """Where the weights come from, for /readyz, `zoo info` and the v2 metadata: a named
+        source, a local file, or the random-init rule.  A plugin whose build() loads weights of
+        its own says which here."""
+        if self.source is not None:
+            return self.source.description
+        if self.weights is not None:
+            return f"file:{self.weights.name}"
+        return "random-init:seed=0"
 
 
 def hash_path(path: Path) -> str:

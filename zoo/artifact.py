@@ -129,6 +129,12 @@ def versions(name: str) -> list[str]:
     return [str(m.tag.version) for m in stored]
 
 
+def mark_latest(artifact: Artifact) -> None:
+    """Make `artifact` its name's `latest` (BentoML's pointer file next to the versions), so a
+    server on `latest` serves the export asked for last, not merely the one created last."""
+    (artifact.path.parent / "latest").write_text(artifact.version)
+
+
 def delete(name: str, version: str) -> None:
     import bentoml
 
@@ -154,7 +160,7 @@ def save(name: str, version: str, source: Path, metadata: dict[str, Any], labels
 
 def _headline(metadata: dict[str, Any]) -> dict[str, Any]:
     """BentoML's metadata shown by `bentoml models get`: the headline figures only."""
-    keep = ("zoo_model", "format", "precision", "weights", "opset", "export_seconds")
+    keep = ("zoo_model", "format", "precision", "weights", "weights_source", "opset", "export_seconds")
     flat = {k: metadata[k] for k in keep if k in metadata}
     parity = metadata.get("parity") or {}
     flat.update({f"parity_{k}": parity[k] for k in ("max_abs", "max_rel") if k in parity})

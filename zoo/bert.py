@@ -30,6 +30,7 @@ from zoo.api import (
     Task,
     TensorSpec,
     WeightsMismatch,
+    WeightsSource,
 )
 from zoo.registry import register
 from zoo.results import Embedding, Sentiment
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 WEIGHT_FILES = tuple(
     f"{name}{ext}" for name in ("model.safetensors", "pytorch_model.bin") for ext in ("", ".index.json")
 )
+# What `hf:` fetches of a repository: the config, one weights format, the tokenizer files.
+HF_PATTERNS = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+HF_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
+HF_TORCH_BIN = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin")
 # Heads a bare BertModel checkpoint lacks; they are initialized, deterministically, instead.
 OPTIONAL_PREFIXES = ("classifier.", "bert.pooler.")
 # Our config field -> the transformers BertConfig / config.json key.
@@ -135,6 +140,8 @@ class Bert(Plugin[BertConfig]):
     name: ClassVar[str] = "bert"
     tasks: ClassVar[tuple[Task, ...]] = ("sentiment", "embed")
     Config: ClassVar[type] = BertConfig
+    # bert-base-uncased fine-tuned on SST-2 (its LABEL_0/LABEL_1 are our negative/positive).
+    pretrained: ClassVar[str | None] = "hf:textattack/bert-base-uncased-SST-2"
     # 512 ids cover the default local tokenizer's vocabulary (489 tokens).
     test_overrides: ClassVar[Mapping[str, Any]] = dict(
         vocab_size=512,
@@ -145,6 +152,20 @@ class Bert(Plugin[BertConfig]):
         max_position=128,
         max_tokens=128,
     )
+
+    def resolve_weights(self, named: str) -> WeightsSource:
+        """`hf:ORG/NAME[@REVISION]` through huggingface_hub's cache: safetensors when the
+        repository has them, else pytorch_model.bin (never both)."""
+        from zoo.sources import HF, hf_snapshot
+
+        if not named.startswith(HF):
+            raise ValueError(f"bert takes hf:ORG/NAME[@REVISION] weights or a local folder, not {named!r}")
+        folder = hf_snapshot(named, (*HF_PATTERNS, *HF_SAFETENSORS))
+        if not any(any(folder.glob(p)) for p in HF_SAFETENSORS):
+            folder = hf_snapshot(named, (*HF_PATTERNS, *HF_TORCH_BIN))
+        repo = named.removeprefix(HF).partition("@")[0]
+        ref = f"{HF}{repo}@{folder.name}"  # the snapshot folder is named for its commit
+        return WeightsSource(ref=ref, description=ref, path=folder)
 
     def config_from_weights(self, config: BertConfig, weights: Path | None) -> BertConfig:
         """Architecture, labels and pad id from the checkpoint's config.json (JSON only)."""

@@ -11,6 +11,9 @@ from zoo.api import Plugin
 P = TypeVar("P", bound=type[Plugin[Any]])
 
 _REGISTRY: dict[str, type[Plugin[Any]]] = {}
+# The distribution each name came from: zooserve's own, or an out-of-tree plugin's package.
+_ORIGINS: dict[str, str] = {}
+BUILT_IN = "zooserve (built-in)"
 
 
 class UnknownModel(KeyError):
@@ -20,13 +23,34 @@ class UnknownModel(KeyError):
         return str(self.args[0])
 
 
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def register(cls: P) -> P:
-    """Class decorator adding a plugin under its `name`; a duplicate name raises."""
+    """Class decorator adding a plugin under its `name`; a duplicate name raises, naming both."""
     name = cls.name
     if name in _REGISTRY:
-        raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].__qualname__})")
+        existing = _REGISTRY[name]
+        owner = "the built-in" if _ORIGINS[name] == BUILT_IN else f"{_ORIGINS[name]}'s"
+        raise ValueError(
+            f"model name {name!r} of {_qualified(cls)} is already registered: it clashes with {owner} "
+            f"{name!r} ({_qualified(existing)})"
+        )
     _REGISTRY[name] = cls
+    _ORIGINS[name] = BUILT_IN if cls.__module__.split(".")[0] == "zoo" else "unknown package"
     return cls
+
+
+def origin(name: str) -> str:
+    """The package `name` came from (BUILT_IN for zooserve's own plugins)."""
+    get(name)
+    return _ORIGINS[name]
+
+
+def set_origin(name: str, package: str) -> None:
+    """Record the distribution an entry point's plugin came from (zoo.plugins)."""
+    _ORIGINS[name] = package
 
 
 def get(name: str) -> type[Plugin[Any]]:
@@ -53,4 +77,5 @@ def create(name: str, weights: str | Path | None = None, **overrides: Any) -> Pl
 def unregister(name: str) -> type[Plugin[Any]]:
     """Remove and return the plugin `name` (a test plugin, once its test is done)."""
     get(name)  # an unknown name raises UnknownModel
+    _ORIGINS.pop(name, None)
     return _REGISTRY.pop(name)

@@ -31,6 +31,7 @@ from zoo.api import (
     ShapeRange,
     Task,
     TensorSpec,
+    WeightsSource,
 )
 from zoo.results import Classification
 
@@ -167,6 +168,7 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
     Config: ClassVar[type] = ImageClassifierConfig
     architecture: ClassVar[str]  # the torchvision builder, e.g. "resnet50"
     test_overrides: ClassVar[Mapping[str, Any]] = {"num_classes": 10}
+    pretrained: ClassVar[str | None] = "torchvision:DEFAULT"
 
     @property
     def spec(self) -> ExportSpec:
@@ -183,20 +185,34 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
             },
         )
 
+    def resolve_weights(self, named: str) -> WeightsSource:
+        """`torchvision:MEMBER` of this architecture's weights enum, with its preset and labels."""
+        from zoo.sources import TORCHVISION, torchvision_source
+
+        if not named.startswith(TORCHVISION):
+            raise ValueError(f"{self.name} takes torchvision:MEMBER weights or a local file, not {named!r}")
+        return torchvision_source(self.architecture, named)
+
     def build(self) -> torch.nn.Module:
         import torchvision
 
-        from zoo.weights import load_file_into, seeded
+        from zoo.weights import load_file_into, load_into, seeded
 
         seeded()
         module = getattr(torchvision.models, self.architecture)(weights=None, num_classes=self.config.num_classes)
-        if self.weights is not None:
+        if self.source is not None:
+            from zoo.sources import torchvision_state
+
+            load_into(module, torchvision_state(self.architecture, self.source.ref), self.source.path)
+        elif self.weights is not None:
             load_file_into(module, self.weights)
         else:
             _calibrate_batchnorm(module, self.config.crop)
         return module.eval()
 
     def labels(self) -> tuple[str, ...]:
+        if self.source is not None and self.source.labels:
+            return self.source.labels
         if self.config.num_classes == 1000:
             return imagenet_labels()
         return tuple(f"class_{i}" for i in range(self.config.num_classes))
@@ -226,8 +242,15 @@ def _calibrate_batchnorm(module: torch.nn.Module, side: int) -> None:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over the calibration batch
     module.train()
-    with torch.no_grad():
-        module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    # One thread: a parallel reduction's order follows the thread count, and the statistics
+    # (so the artifact's version, which hashes the state) must not depend on the machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+    finally:
+        torch.set_num_threads(threads)
     for norm in norms:
         norm.momentum = 0.1
     module.eval()

@@ -94,6 +94,7 @@ class V2Model:
             f"parity_{key}": parity[key] for key in ("max_abs", "max_rel", "atol", "rtol") if key in parity
         }
         props["backend"] = self.runtime.backend
+        props["weights"] = self.runtime.weights
         props["tasks"] = ",".join(self.runtime.tasks)
         return props
 

@@ -1,0 +1,40 @@
+"""`zoo list` and `zoo info`: what the zoo holds, where each plugin came from, and its weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from zoo.plugins import failures
+from zoo.registry import create, list_models, origin
+
+
+def print_list(_: argparse.Namespace) -> None:
+    """Every plugin with its tasks and package, then every plugin that failed to load."""
+    for name in list_models():
+        plugin = create(name)
+        summary = (type(plugin).__doc__ or "").strip().splitlines()
+        print(f"{name:18} {','.join(plugin.tasks):16} {origin(name):32} {summary[0] if summary else ''}")
+    for failure in failures():
+        print(f"FAILED: {failure}")
+
+
+def print_info(args: argparse.Namespace) -> None:
+    plugin = create(args.name, weights=args.weights)
+    spec = plugin.spec
+    info: dict[str, Any] = {
+        "name": plugin.name,
+        "package": origin(plugin.name),
+        "tasks": list(plugin.tasks),
+        "weights": plugin.weights_source(),
+        "pretrained": plugin.pretrained,
+        "config": plugin.config_dict(),
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
+        "opset": spec.opset,
+        "exporter": spec.exporter,
+        "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
+        "tensorrt_profile": {k: vars(v) for k, v in spec.trt_profile.items()},
+    }
+    print(json.dumps(info, indent=2))

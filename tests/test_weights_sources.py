@@ -1,0 +1,188 @@
+"""Named pretrained weights (`torchvision:MEMBER`, `hf:ORG/NAME[@REV]`) through their real caches.
+
+Nothing is ever downloaded: each test fills the cache in that cache's own layout from local
+files (torch.hub's $TORCH_HOME/hub/checkpoints/<the URL's basename>; the Hugging Face hub's
+models--org--name/{blobs,refs,snapshots}), sets ZOOSERVE_OFFLINE=1 and HF_HUB_OFFLINE=1, and
+runs the real `zoo` command, whose code path is the one that downloads when a network exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT
+from zoo import artifact as store
+
+COMMIT = hashlib.sha1(b"tiny-bert").hexdigest()  # a snapshot folder is named for a 40-hex commit
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "ZOOSERVE_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporters.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+def stored(env: dict[str, str], name: str) -> store.Artifact:
+    """The latest artifact `name` of the store at env's BENTOML_HOME (read with the store's layout)."""
+    models = Path(env["BENTOML_HOME"]) / "models" / name
+    version = (models / "latest").read_text().strip()
+    meta = json.loads((models / version / store.META_FILE).read_text())
+    return store.Artifact(f"{name}:{version}", models / version, meta)
+
+
+def torch_hub_file(env: dict[str, str], architecture: str, member: str, seed: int = 0) -> Path:
+    """A real state dict of `architecture` under the exact name torchvision's URL gives it."""
+    import torch
+    import torchvision
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(architecture)[member]
+    target = Path(env["TORCH_HOME"]) / "hub" / "checkpoints" / Path(weights.url).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    module = getattr(torchvision.models, architecture)(weights=None).eval()
+    torch.save(module.state_dict(), target)
+    return target
+
+
+def test_torchvision_default_weights_export_with_their_preset_and_labels(tmp_path: Path) -> None:
+    import onnxruntime
+    import torch
+    import torchvision
+    from torchvision.models import ResNet18_Weights
+
+    env = offline_env(tmp_path)
+    file = torch_hub_file(env, "resnet18", "IMAGENET1K_V1", seed=3)
+    done = zoo_cli(env, "export", "resnet18", "--weights", "torchvision:DEFAULT")
+    assert done.returncode == 0, done.stderr
+    exported = stored(env, "resnet18-onnx")
+    assert exported.metadata["weights_source"] == "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    preset = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    config = exported.config
+    assert (config["resize"], config["crop"]) == (preset.resize_size[0], preset.crop_size[0]) == (256, 224)
+    assert config["mean"] == list(preset.mean) and config["interpolation"] == "bilinear"
+    labels = json.loads((exported.path / "labels.json").read_text())
+    assert labels == ResNet18_Weights.IMAGENET1K_V1.meta["categories"] and labels[281] == "tabby"
+    # the served graph holds the cached file's weights, not a random init
+    reference = torchvision.models.resnet18()
+    reference.load_state_dict(torch.load(file, weights_only=True))
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        want = reference.eval()(torch.from_numpy(pixels)).numpy()
+    session = onnxruntime.InferenceSession(str(exported.runnable), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"pixel_values": pixels})[0]
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
+    # another name of the same weights is the same artifact
+    again = zoo_cli(env, "export", "resnet18", "--weights", "torchvision:IMAGENET1K_V1")
+    assert again.returncode == 0 and "present" in again.stdout and exported.tag in again.stdout
+
+
+def test_resnet50_v1_resizes_to_256_while_v2_is_232(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    torch_hub_file(env, "resnet50", "IMAGENET1K_V1")
+    done = zoo_cli(env, "info", "resnet50", "--weights", "torchvision:IMAGENET1K_V1")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["config"]["resize"] == 256 and info["weights"] == "torchvision:ResNet50_Weights.IMAGENET1K_V1"
+    default = json.loads(zoo_cli(env, "info", "resnet50").stdout)
+    assert default["config"]["resize"] == 232 and default["weights"] == "random-init:seed=0"
+    assert default["pretrained"] == "torchvision:DEFAULT"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["resnet50", "--weights", "torchvision:IMAGENET1K_V3"], "valid: torchvision:IMAGENET1K_V1, "),
+        (["resnet18", "--weights", "torchvision:DEFAULT"], "is not in torch.hub's cache"),
+        (["bert", "--weights", "hf:nobody/absent-model"], "is not in the Hugging Face cache"),
+        (["bert", "--weights", "hf:no-slash"], "hf:ORG/NAME[@REVISION]"),
+        (["gan_generator", "--weights", "torchvision:DEFAULT"], "takes a local weights path"),
+        # make serve WEIGHTS=pretrained: bert (first) asks its cache for the named checkpoint
+        (["--all", "--pretrained"], "hf:textattack/bert-base-uncased-SST-2 is not in the Hugging Face cache"),
+        (["resnet18", "--pretrained", "--weights", "x.pth"], "give --weights or --pretrained, not both"),
+    ],
+)
+def test_unknown_or_uncached_names_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    done = zoo_cli(offline_env(tmp_path), "export", *args)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def hf_cache_entry(env: dict[str, str], source: Path, repo: str) -> Path:
+    """`source`'s files as huggingface_hub stores a download: blobs by hash, snapshot links, refs/main."""
+    root = Path(env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / COMMIT
+    (root / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in sorted(source.iterdir()):
+        data = file.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def tiny_bert_checkpoint(folder: Path) -> None:
+    """A small real BERT checkpoint with labels and a tokenizer, saved by transformers itself."""
+    import torch
+    import transformers
+
+    from zoo.text import default_tokenizer
+
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=default_tokenizer(),
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+    config = transformers.BertConfig(
+        vocab_size=512,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        id2label={0: "gloomy", 1: "sunny"},
+        label2id={"gloomy": 0, "sunny": 1},
+    )
+    torch.manual_seed(5)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_hf_checkpoint_from_the_hub_cache(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    source = tmp_path / "checkpoint"
+    tiny_bert_checkpoint(source)
+    snapshot = hf_cache_entry(env, source, "zooserve-tests/tiny-bert")
+    for weights in ("hf:zooserve-tests/tiny-bert", f"hf:zooserve-tests/tiny-bert@{COMMIT}"):
+        done = zoo_cli(env, "export", "bert", "--weights", weights)
+        assert done.returncode == 0, done.stderr
+    exported = stored(env, "bert-onnx")
+    assert exported.metadata["weights_source"] == f"hf:zooserve-tests/tiny-bert@{COMMIT}"
+    assert json.loads((exported.path / "labels.json").read_text()) == ["gloomy", "sunny"]  # id2label
+    assert exported.config["hidden_size"] == 32 and exported.config["max_tokens"] == 64
+    assert exported.metadata["parity"]["max_abs"] <= 1e-4
+    # the weights are the snapshot's (its content hash), and both names found one artifact
+    assert exported.metadata["weights"] == "sha256:" + __import__("zoo").api.hash_path(snapshot)
+    assert len(list((Path(env["BENTOML_HOME"]) / "models" / "bert-onnx").iterdir())) == 2  # version + latest
