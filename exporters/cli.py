@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from exporters.importing import add_parser as add_import_parser
+from zoo.imported import register_stored
 from zoo.registry import UnknownModel, create, get, list_models
 
 
@@ -69,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--weights", help="a local weights file or checkpoint folder")
     exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     exp.set_defaults(run=_export)
+    add_import_parser(commands)
     return root
 
 
@@ -81,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("zoo export: --weights applies to one model, not --all", file=sys.stderr)
         return 2
     try:
+        if args.command in ("list", "info"):
+            register_stored()  # models `zoo import` put in the store
         args.run(args)
     except UnknownModel as exc:
         print(f"zoo: {exc}", file=sys.stderr)

@@ -49,7 +49,10 @@ from zoo.weights import load_file_into, read_state_dict, seeded
 
 # Modules that are part of the framework, not models: never imported as plugins.
 SUPPORT_MODULES = frozenset(
-    {"api", "artifact", "registry", "results", "runners", "tensorrt_runner", "text", "vision", "weights"}
+    {
+        *("api", "artifact", "imported", "keras_weights", "registry", "results", "runners", "tensorrt_runner"),
+        *("text", "vision", "weights"),
+    }
 )
 
 for _module in pkgutil.iter_modules(__path__):

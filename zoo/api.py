@@ -240,6 +240,11 @@ class Plugin(ABC, Generic[ConfigT]):
     def example_items(self) -> list[Any]:
         """A few domain items, for parity checks, warm-up and tests."""
 
+    @property
+    def batch_limit(self) -> int | None:
+        """The largest batch the runnable accepts (None: any); the batcher never exceeds it."""
+        return None
+
     def weights_id(self) -> str:
         """Content identity of the weights: a hash of the files, or the random-init rule."""
         if self.weights is None:
