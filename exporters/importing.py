@@ -199,6 +199,9 @@ def plan(name: str, path: Path, task: str, o: ImportOptions) -> tuple[Any, Impor
         ):
             raise NotImportable("generate needs one float latent input [batch, latent_dim] with a fixed latent_dim")
         shape = outputs[0][2] if outputs else []
+        if len(shape) == 4 and not all(isinstance(d, int) for d in shape[1:]):
+            shape = [shape[0], *_measured(model, inputs[0], outputs[0][0])[1:]]  # exporters often lose them
+            outputs = [(outputs[0][0], outputs[0][1], shape), *outputs[1:]]
         if len(shape) != 4 or shape[1] not in (1, 3) or not all(isinstance(d, int) for d in shape[1:]):
             raise NotImportable(
                 f"generate needs an image output [batch, 1 or 3, H, W] in [-1, 1]; the graph gives {shape}"
@@ -221,6 +224,19 @@ def plan(name: str, path: Path, task: str, o: ImportOptions) -> tuple[Any, Impor
         text=text_input,
     )
     return model, config, assets, notes
+
+
+def _measured(model: Any, latent: tuple[str, str, list[Dim]], output: str) -> tuple[int, ...]:
+    """The shape of `output` for one zero latent: image sizes the graph leaves unnamed."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feed = np.zeros((1, int(latent[2][1])), dtype=latent[1])
+        return tuple(session.run([output], {latent[0]: feed})[0].shape)
+    except Exception as exc:
+        raise NotImportable(f"the generator does not run on one latent: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _smoke(config: ImportedConfig, name: str, work: Path) -> None:

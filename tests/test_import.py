@@ -10,6 +10,7 @@ and the same preprocessed input.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -26,7 +27,8 @@ import tritonclient.http as thttp
 from PIL import Image
 
 from tests.helpers import ROOT, Server, http_json, running_server
-from zoo.results import softmax
+from zoo.gan_generator import latent_from_seed
+from zoo.results import GeneratedImage, softmax
 from zoo.text import default_wordpiece_vocab, encode_pieces, save_tokenizer, truncating, wordpiece_tokenizer
 from zoo.vision import ImagePreset
 
@@ -107,6 +109,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _export(Tokens(), (ids, torch.ones_like(ids)), out / "tokens.onnx", names, ["last_hidden_state"], hidden_axes)
     logit_axes = {**axes, "logits": {0: "batch"}}
     _export(Sentiment(), (ids, torch.ones_like(ids)), out / "sentiment.onnx", names, ["logits"], logit_axes)
+
+    class Generator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 16)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(self.fc(z)).view(-1, 1, 4, 4)
+
+    axes = {"z": {0: "batch"}, "picture": {0: "batch"}}
+    _export(Generator(), (torch.randn(2, 8),), out / "generator.onnx", ["z"], ["picture"], axes)
     (out / "not-onnx.onnx").write_text("this is a text file, not a model\n")
     return out
 
@@ -117,6 +130,8 @@ IMPORTS = {
     "cnn_fixed": ("cnn_fixed.onnx", "classify"),
     "tokens_mean": ("tokens.onnx", "embed", "--tokenizer", "tokenizer.json", "--max-tokens", "16"),
     "tokens_cls": ("tokens.onnx", "embed", "--tokenizer", "tokenizer.json", "--pooling", "cls"),
+    "tiny_gan": ("generator.onnx", "generate"),
+    "tensors": ("cnn.onnx", "none"),
     "reviews": ("sentiment.onnx", "sentiment", "--tokenizer", "tokenizer.json", "--labels", "labels2.txt"),
 }
 IMAGE_OPTIONS = ("--resize", "36", "--interpolation", "bicubic", "--input-scale", "255")
@@ -264,3 +279,36 @@ def test_served_text_tasks_equal_onnxruntime(server: Server, files: Path) -> Non
                 expected = out[0].mean(axis=0) if name == "tokens_mean" else out[0][0]
                 np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
     assert len(encode_pieces(truncating(tokenizer, 16), texts[1])["input_ids"]) == 16  # the cut was exercised
+
+
+def test_served_generate_and_tensors_only(server: Server, files: Path) -> None:
+    status, answer = http_json(server.url + "/generate", {"seeds": [3, 11], "model": "tiny_gan"})
+    assert status == 200, answer
+    for seed, result in zip((3, 11), answer["results"], strict=True):
+        (picture,) = ort_run(files / "generator.onnx", {"z": latent_from_seed(seed, 8)[None]})
+        served = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["image"]))))
+        assert result["seed"] == seed and np.array_equal(served, GeneratedImage.from_tanh(picture[0]).pixels)
+    # --task none: the tensors over v2, and no task endpoint
+    batch = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        tensor = tgrpc.InferInput("image", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        served = client.infer("tensors", [tensor]).as_numpy("scores")
+    finally:
+        client.close()
+    np.testing.assert_allclose(served, ort_run(files / "cnn.onnx", {"image": batch})[0], rtol=0, atol=1e-5)
+    status, answer = http_json(server.url + "/classify", {"images": ["x"], "model": "tensors"})
+    assert status == 400 and "does not serve /classify" in json.dumps(answer)
+    # counted like any model, under its own name; cnn_fixed's batches (earlier tests) all of one row
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, metrics = http_json(server.url + "/metrics")
+    samples = [m for family in text_string_to_metric_families(metrics.decode()) for m in family.samples]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(m.value for m in samples if m.name == name and labels.items() <= m.labels.items())
+
+    assert total("zooserve_request_success_total", model="tensors", protocol="grpc") == 1
+    batches = total("zooserve_batch_size_rows_count", model="cnn_fixed")
+    assert batches >= 8 and total("zooserve_batch_size_rows_bucket", model="cnn_fixed", le="1.5") == batches
