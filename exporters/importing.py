@@ -149,9 +149,9 @@ def plan(name: str, path: Path, task: str, o: ImportOptions) -> tuple[Any, Impor
             renames[dims[0].dim_param] = BATCH
     if fixed and (len(fixed) != len(batch_dims) or set(fixed) != {1}):
         raise NotImportable(f"{path}: the batch axis is fixed at {sorted(set(fixed))}; only a fixed 1 can be served")
-    notes = [f"the batch axis of {path.name} is fixed at 1: {name} is served at batch 1 (max_batch_size 1)"] * bool(
-        fixed
-    )
+    notes = []
+    if fixed:
+        notes.append(f"the batch axis of {path.name} is fixed at 1: {name} is served at batch 1 (max_batch_size 1)")
     text = task in ("sentiment", "embed")
     if text:
         for dims in batch_dims:
