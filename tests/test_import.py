@@ -263,6 +263,15 @@ def test_v2_http_and_grpc_equal_onnxruntime(server: Server, files: Path) -> None
         tensor = tgrpc.InferInput("pixels", list(nhwc.shape), "FP32")
         tensor.set_data_from_numpy(nhwc)
         np.testing.assert_allclose(grpc.infer("cnn_nhwc", [tensor]).as_numpy("logits"), reference, rtol=0, atol=1e-5)
+        # `<name>_raw`: the image bytes, preprocessed on the server by the imported processing
+        raw = thttp.InferInput("images", [1], "BYTES")
+        raw.set_data_from_numpy(np.array([PHOTO.read_bytes()], dtype=object), binary_data=True)
+        answer = http.infer("cnn_raw", [raw])
+        (logits,) = ort_run(files / "cnn.onnx", {"image": photo_pixels()[None]})
+        by_label = dict(
+            zip((b.decode() for b in answer.as_numpy("labels")[0]), answer.as_numpy("scores")[0], strict=True)
+        )
+        np.testing.assert_allclose([by_label[label] for label in LABELS], softmax(logits[0]), rtol=0, atol=1e-6)
         meta = http.get_model_metadata("cnn_nhwc")
         assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 32, 32, 3]}]
     finally:
