@@ -169,3 +169,23 @@ def test_a_keras_file_that_differs_is_named(tmp_path: Path, changes: dict[str, A
     done = zoo_cli(tmp_path / "home", "export", "gan_generator", "--weights", str(path))
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_the_tutorial_wrapping_model_loads_too(tmp_path: Path, suffix: str) -> None:
+    """The tutorial returns `Model(noise, generator(noise))`: the nested Sequential's layers are read."""
+    import keras
+    import torch
+
+    import zoo
+
+    sequential = keras_generator()
+    noise = keras.Input((100,))
+    wrapped = keras.Model(noise, sequential(noise))
+    path = tmp_path / f"wrapped{suffix}"
+    wrapped.save(path)
+    module = zoo.create("gan_generator", weights=path).build()
+    with torch.inference_mode():
+        image = module(torch.from_numpy(LATENTS)).numpy()
+    expected = np.asarray(wrapped.predict(LATENTS, verbose=0)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(image, expected, rtol=0, atol=1e-5)
