@@ -61,6 +61,8 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
     target = store_name(name, fmt, precision)
     version = settings.for_model(name).version
+    if fmt not in get(name).formats:
+        raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
     artifact = find(target, version)
     if artifact is None:
         raise LookupError(

@@ -350,3 +350,18 @@ def test_an_imported_real_network_names_real_photos(server: Server) -> None:
     assert status == 200, answer
     for (name, expected), top in zip(REAL.items(), answer["results"], strict=True):
         assert top[0]["label"] in expected, (name, top)
+
+
+def test_an_imported_model_on_another_backend_says_so() -> None:
+    from services.config import load_settings
+    from services.model import load_from_store
+    from zoo.imported import ImportedConfig, imported_class
+    from zoo.registry import register, unregister
+
+    register(imported_class("only_onnx", ImportedConfig(task="none")))
+    try:
+        settings = load_settings({"ZOOSERVE_MODELS": "only_onnx", "ZOOSERVE_BACKEND": "torch"})
+        with pytest.raises(LookupError, match="only_onnx exists only as onnx; serve it on another backend"):
+            load_from_store("only_onnx", settings)
+    finally:
+        unregister("only_onnx")

@@ -196,6 +196,7 @@ class Plugin(ABC, Generic[ConfigT]):
     tasks: ClassVar[tuple[Task, ...]]
     Config: ClassVar[type]
     test_overrides: ClassVar[Mapping[str, Any]] = {}  # small sizes for fast tests
+    formats: ClassVar[tuple[str, ...]] = ("onnx", "tensorrt", "torch")  # what its artifacts can be
 
     def __init__(self, config: ConfigT | None = None, weights: str | Path | None = None) -> None:
         self.weights = Path(weights) if weights is not None else None

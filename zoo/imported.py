@@ -195,6 +195,7 @@ class ImportedModel(Plugin[ImportedConfig]):
     tasks: ClassVar[tuple[Task, ...]] = ()
     Config: ClassVar[type] = ImportedConfig
     stored: ClassVar[ImportedConfig] = ImportedConfig()
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # the file itself: no torch module to export
 
     def __init__(self, config: ImportedConfig | None = None, weights: str | Path | None = None) -> None:
         super().__init__(config if config is not None else self.stored, weights)
