@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from exporters.importing import add_parser as add_import_parser
 from exporters.listing import print_info, print_list
+from zoo.imported import register_stored
 from zoo.registry import UnknownModel, get, list_models
 
 
@@ -47,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--pretrained", action="store_true", help="each model's official pretrained weights")
     exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     exp.set_defaults(run=_export)
+    add_import_parser(commands)
     return root
 
 
@@ -62,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("zoo export: give --weights or --pretrained, not both", file=sys.stderr)
         return 2
     try:
+        if args.command in ("list", "info"):
+            register_stored()  # models `zoo import` put in the store
         args.run(args)
     except UnknownModel as exc:
         print(f"zoo: {exc}", file=sys.stderr)

@@ -134,6 +134,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment (and ZOOSERVE_CONFIG's YAML)."""
     from zoo import list_models
+    from zoo.imported import register_stored
 
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -146,6 +147,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"ZOOSERVE_CONFIG={path}: expected a mapping at the top level")
     from zoo.plugins import failures
 
+    register_stored()  # models `zoo import` put in the store are known by name too
     known = list_models()
     models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip())
     models = tuple(known) if models in ((), ("all",)) else models  # `all`: built-ins and entry-point plugins

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import threading
@@ -71,6 +72,8 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
     target = store_name(name, fmt, precision)
     version = settings.for_model(name).version
+    if fmt not in get(name).formats:
+        raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
     artifact = find(target, version)
     if artifact is None:
         raise LookupError(
@@ -156,6 +159,9 @@ class ModelRuntime:
     async def attach(self, parts: Parts) -> None:
         """Serve `parts`: metrics, batcher, warm-up, then ready."""
         self.parts = parts
+        if (limit := parts.plugin.batch_limit) is not None and limit < self.config.max_batch_size:
+            log.info("model %s takes batches of at most %d (fixed batch axis): served at that size", self.name, limit)
+            self.config = dataclasses.replace(self.config, max_batch_size=limit)
         self.metrics = ModelMetrics((self.name, parts.version, parts.runner.name))
         self.metrics.ready.set(0)
         self.batcher = Batcher(self.name, self._run_batch, self.config, self.metrics)
@@ -173,7 +179,7 @@ class ModelRuntime:
         rows = await asyncio.to_thread(self._example_rows)
         for size in (1, min(len(rows), self.config.max_batch_size)):
             outputs = await asyncio.to_thread(self._run_batch, rows[:size])
-            for row in outputs:
+            for row in outputs if self.tasks else ():  # a model of no task: tensors only
                 parts.processor.postprocess(row, self.tasks[0])
 
     def _example_rows(self) -> list[Row]:

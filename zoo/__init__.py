@@ -55,6 +55,8 @@ SUPPORT_MODULES = frozenset(
     {
         "api",
         "artifact",
+        "imported",
+        "keras_weights",
         "plugins",
         "registry",
         "results",

@@ -222,6 +222,7 @@ class Plugin(ABC, Generic[ConfigT]):
     test_overrides: ClassVar[Mapping[str, Any]] = {}  # small sizes for fast tests
     # The official pretrained weights `zoo export --all --pretrained` (make serve WEIGHTS=pretrained) uses.
     pretrained: ClassVar[str | None] = None
+    formats: ClassVar[tuple[str, ...]] = ("onnx", "tensorrt", "torch")  # what its artifacts can be
 
     def __init__(self, config: ConfigT | None = None, weights: str | Path | None = None) -> None:
         self.source: WeightsSource | None = None
@@ -275,6 +276,11 @@ class Plugin(ABC, Generic[ConfigT]):
     @abstractmethod
     def example_items(self) -> list[Any]:
         """A few domain items, for parity checks, warm-up and tests."""
+
+    @property
+    def batch_limit(self) -> int | None:
+        """The largest batch the runnable accepts (None: any); the batcher never exceeds it."""
+        return None
 
     def weights_id(self) -> str:
         """Content identity of the weights: a hash of the files, or the random-init rule."""

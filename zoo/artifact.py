@@ -11,6 +11,10 @@ finds the first copy instead of writing a second.
         labels.json, tokenizer.json, vocab.json, ...       the processor's assets (the plugin's)
         zooserve.json                                      metadata, with the parity certificate
         model.yaml                                         BentoML's own record
+
+An ONNX file imported by `zoo import` is stored the same way (its graph as model.onnx, its
+processing spec as the metadata's `config`), labelled `imported=true` so that `imported`
+finds it without knowing the name.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
 # The runnable file of each format; everything else in the folder is an asset or metadata.
 RUNNABLE: dict[str, str] = {"onnx": "model.onnx", "tensorrt": "model.engine", "torch": "weights.safetensors"}
 META_FILE = "zooserve.json"
+IMPORTED_LABEL = "imported"  # label value "true": the artifact came from `zoo import`
 _STORE_FILES = frozenset({META_FILE, "model.yaml", *RUNNABLE.values()})
 
 
@@ -133,6 +138,14 @@ def mark_latest(artifact: Artifact) -> None:
     """Make `artifact` its name's `latest` (BentoML's pointer file next to the versions), so a
     server on `latest` serves the export asked for last, not merely the one created last."""
     (artifact.path.parent / "latest").write_text(artifact.version)
+
+
+def imported() -> list[Artifact]:
+    """The latest version of every artifact `zoo import` stored, by store name."""
+    import bentoml
+
+    names = sorted({m.tag.name for m in bentoml.models.list() if m.info.labels.get(IMPORTED_LABEL) == "true"})
+    return [a for name in names if (a := find(name)) is not None]
 
 
 def delete(name: str, version: str) -> None:
