@@ -31,8 +31,19 @@ def _print_info(args: argparse.Namespace) -> None:
         "exporter": spec.exporter,
         "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
         "tensorrt_profile": {k: vars(v) for k, v in spec.trt_profile.items()},
+        "int8": stored_int8(args.name),
     }
     print(json.dumps(info, indent=2))
+
+
+def stored_int8(name: str) -> dict[str, Any]:
+    """The stored int8 artifact's choice and certificate (read from the store), if exported."""
+    from zoo.artifact import find, store_name
+
+    found = find(store_name(name, "onnx", "int8"))
+    if found is None:
+        return {"stored": None, "hint": f"zoo export {name} --precision int8"}
+    return {"stored": found.tag, **{k: found.metadata.get(k) for k in ("quantization", "certificate")}}
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -46,10 +57,15 @@ def _export(args: argparse.Namespace) -> None:
         print(message, file=sys.stderr, flush=True)
 
     for name in names:
-        result = export(name, args.format, args.weights, args.precision, force=args.force, progress=progress)
+        result = export(
+            name, args.format, args.weights, args.precision, force=args.force, progress=progress,
+            calibration=args.calibration,
+        )
         parity = result.artifact.metadata.get("parity") or {}
         state = "exported" if result.created else "present"
         figures = f" parity max_abs={parity['max_abs']:.3g}" if parity else ""
+        if cert := result.artifact.metadata.get("certificate"):
+            figures += f" certificate {json.dumps(cert['figures'])} passed={cert['passed']} gated={cert['gated']}"
         print(f"{result.artifact.tag} {state} {result.seconds:.1f}s{figures}")
 
 
@@ -67,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--force", action="store_true", help="export again even if the same content is stored")
     exp.add_argument("--format", choices=["onnx", "tensorrt", "torch"], default="onnx")
     exp.add_argument("--weights", help="a local weights file or checkpoint folder")
-    exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    exp.add_argument("--calibration", help="int8: a folder of your own JPEG/PNG photos to calibrate on")
     exp.set_defaults(run=_export)
     return root
 
