@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zoo.registry import UnknownModel, create, get, list_models
@@ -69,6 +70,14 @@ def _export(args: argparse.Namespace) -> None:
         print(f"{result.artifact.tag} {state} {result.seconds:.1f}s{figures}")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from exporters.tune import tune
+
+    sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    threads = tuple(int(t) for t in args.threads.split(",")) if args.threads else None
+    tune(args.name, args.p99_ms, args.write, sizes, threads, args.seconds)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="zoo", description="The zooserve model zoo")
     commands = root.add_subparsers(dest="command", required=True)
@@ -86,6 +95,14 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     exp.add_argument("--calibration", help="int8: a folder of your own JPEG/PNG photos to calibrate on")
     exp.set_defaults(run=_export)
+    tun = commands.add_parser("tune", help="measure batch size x threads x precision; print the best config")
+    tun.add_argument("name")
+    tun.add_argument("--p99-ms", type=float, help="latency budget per row (estimate; see exporters/tune.py)")
+    tun.add_argument("--write", type=Path, help="merge the chosen settings into this ZOOSERVE_CONFIG file")
+    tun.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    tun.add_argument("--threads", help="intra-op thread counts to try, e.g. 1,2 (default: 1..cores)")
+    tun.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
+    tun.set_defaults(run=_tune)
     return root
 
 

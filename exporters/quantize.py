@@ -183,7 +183,10 @@ def seconds_per_batch(runner: OrtRunner, batch: Batch, budget_s: float) -> float
 
 
 # -- the certificate ----------------------------------------------------------------------------
-def certificate(spec: Int8Spec, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+Outputs = list[dict[str, np.ndarray]]
+
+
+def certificate(spec: Int8Spec, reference: Outputs, candidate: Outputs) -> dict[str, Any]:
     """int8 against fp32 figures over the held-out outputs, each with its threshold."""
     ref = {k: np.concatenate([r[k] for r in reference]) for k in reference[0]}
     got = {k: np.concatenate([c[k] for c in candidate]) for k in candidate[0]}

@@ -136,6 +136,8 @@ class Hub:
                     "version": m.version,
                     "error": m.status.error,
                     "load_seconds": m.status.load_seconds,
+                    "precision": m.config.precision,
+                    "certificate": m.certificate,
                 }
                 for name, m in self.models.items()
             },

@@ -26,7 +26,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
 from zoo import get
 from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
-from zoo.artifact import find, store_name
+from zoo.artifact import find, store_name, stored_precision
 from zoo.runners import Runner, cpu_threads, open_runner
 
 log = logging.getLogger("zooserve")
@@ -57,19 +57,21 @@ Loader = Callable[[str, Settings], Parts]
 def load_from_store(name: str, settings: Settings) -> Parts:
     """The parts of `name` from the BentoML model store, as the settings choose them."""
     fmt = FORMAT_OF_BACKEND[settings.backend]
-    precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
+    knobs = settings.for_model(name)
+    precision = stored_precision(fmt, knobs.precision)
     target = store_name(name, fmt, precision)
-    version = settings.for_model(name).version
-    artifact = find(target, version)
+    artifact = find(target, knobs.version)
     if artifact is None:
         raise LookupError(
-            f"{target}:{version} is not in the BentoML model store; run `zoo export {name} --format {fmt}`"
-            + (f" --precision {precision}" if precision != "fp32" else "")
-            + " (or `make serve`, which exports what is missing)"
+            f"{target}:{knobs.version} is not in the BentoML model store; run `zoo export {name}"
+            + (f" --format {fmt}" if fmt != "onnx" or precision == "fp32" else "")
+            + (f" --precision {precision}`" if precision != "fp32" else "`")
+            + (" (or `make serve`, which exports what is missing)" if precision == "fp32" else "")
         )
     plugin = get(name).from_config_dict(artifact.config)
     processor = plugin.processor(artifact.path, settings.limits.for_items())
-    runner = open_runner(plugin, artifact, settings.device, settings.fp16)
+    fp16 = knobs.precision == "fp16"
+    runner = open_runner(plugin, artifact, settings.device, fp16, knobs.intra_op_threads or None)
     return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
 
 
@@ -95,6 +97,11 @@ class ModelRuntime:
     @property
     def version(self) -> str:
         return self.parts.version if self.parts else "none"
+
+    @property
+    def certificate(self) -> dict[str, Any] | None:
+        """The int8 artifact's accuracy certificate against fp32 (None for other precisions)."""
+        return (self.parts.metadata.get("certificate") if self.parts else None) or None
 
     @property
     def backend(self) -> str:

@@ -86,13 +86,19 @@ class V2Model:
         return PLATFORMS.get(self.runtime.backend, self.runtime.backend)
 
     def properties(self) -> dict[str, Any]:
-        """Model parameters for the metadata: parity figures, backend, tasks."""
+        """Model parameters for the metadata: parity figures, backend, precision (and the int8
+        certificate's figures), tasks."""
         parts = self.runtime.parts
         parity = (parts.metadata.get("parity") if parts else None) or {}
         props: dict[str, Any] = {
             f"parity_{key}": parity[key] for key in ("max_abs", "max_rel", "atol", "rtol") if key in parity
         }
         props["backend"] = self.runtime.backend
+        props["precision"] = self.runtime.config.precision
+        if cert := self.runtime.certificate:  # int8: agreement with fp32 on held-out inputs
+            props.update({f"int8_{k}": v for k, v in cert["figures"].items()})
+            props["int8_certificate_passed"] = cert["passed"]
+            props["int8_certificate_gated"] = cert["gated"]
         props["tasks"] = ",".join(self.runtime.tasks)
         return props
 
