@@ -222,7 +222,7 @@ def certificate(spec: Int8Spec, reference: Outputs, candidate: Outputs) -> dict[
 
 def quantize_artifact(
     plugin: Plugin[Any], fp32: Artifact, work: Path, progress: Progress, calibration: Path | None = None,
-    timing_s: float = 1.0,
+    timing_s: float = 0.5,
 ) -> dict[str, Any]:
     """Write `work/model.onnx` (int8) and the fp32 artifact's assets; return the metadata:
     the choice and its timings, and the certificate.  Raises QuantizationError when real
