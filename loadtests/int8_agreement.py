@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Any, ClassVar
 
-from zoo import ExportSpec, ImageClassifier, Int8Spec, classifier_config, register
+from zoo import ExportSpec, ImageClassifier, classifier_config, register
 from zoo.runners import cpu_info
 
 
@@ -59,7 +59,8 @@ def main() -> None:
     print(json.dumps({"cpu": cpu_info(), "quantization": choice, "certificate": cert}, indent=1))
     print(f"EfficientNet-Lite0 int8 vs fp32 top-1 agreement: {k} of {n} held-out crops "
           f"({cert['figures']['top1_agreement']:.3f}); top-5 {cert['figures'].get('top5_agreement')}; "
-          f"format {choice['format']}/{choice['activation']} at {choice['speedup']}x fp32 (batch {choice['timing_batch']})")
+          f"format {choice['format']}/{choice['activation']} at {choice['speedup']}x fp32 "
+          f"(batch {choice['timing_batch']})")
 
 
 if __name__ == "__main__":
