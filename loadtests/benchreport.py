@@ -128,7 +128,10 @@ def _int8_row(steps: list[dict[str, Any]], model: str, label: str, fp32: dict[st
         "fp32_pipeline": fp32["pipeline_best"], "int8_pipeline": lim["pipeline_best"],
         "served_v2bin": v2 and {k: v2[k] for k in ("concurrency", "throughput_rps")},
         "served_task": task and {k: task[k] for k in ("concurrency", "throughput_rps")},
-        "int8_over_fp32_inprocess": _ratio(backend, fp32["backend_best"]["rows_per_s"]),
+        # the paired rounds' median where measured (the machine drifts between the two sweeps)
+        "int8_over_fp32_inprocess": (lim.get("paired") or {}).get("ratio")
+        or _ratio(backend, fp32["backend_best"]["rows_per_s"]),
+        "paired": lim.get("paired"),
         "served_v2bin_over_inprocess_int8": _ratio(v2 and v2["throughput_rps"], backend),
         "served_task_over_pipeline_int8": _ratio(task and task["throughput_rps"], pipeline),
         "served_task_over_fp32_pipeline": _ratio(task and task["throughput_rps"], fp32["pipeline_best"]["rows_per_s"]),
@@ -245,6 +248,11 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {task['throughput_rps'] if task else '–'} | {_fmt(r['served_task_over_pipeline_int8'], 2)} "
                 f"| **{_fmt(r['served_task_over_fp32_pipeline'], 2)}** |"
             )
+        for r in summary["int8"]:
+            if paired := r.get("paired"):
+                pairs = ", ".join(f"{p['int8']:g}/{p['fp32']:g}" for p in paired["rounds"])
+                lines.append(f"- {r['model']} {r['label']} int8/fp32 in-process rows/s at batch {paired['batch']} "
+                             f"per round: {pairs}; median ratio {paired['ratio']}")
         cpu = summary["int8"][0].get("cpu") or {}
         lines += [""]
         lines.append(f"int8 measured on {cpu.get('model')} with {', '.join(cpu.get('int8_flags', []))}.")
