@@ -10,6 +10,7 @@ fp32 on held-out inputs (other crops, other texts, other seeds) never used for c
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -239,14 +240,18 @@ def quantize_artifact(
     calib, held = batches(calib_rows, plugin), batches(held_rows, plugin)
     scratch = work / "scratch"
     scratch.mkdir()
-    prepared = prepare(fp32.runnable, scratch)
+    # ORT's quantizer can write a large model's weights as an external-data file named by a uuid
+    # in the working directory (seen with BERT-base): work inside the scratch folder.
+    with contextlib.chdir(scratch):
+        prepared = prepare(fp32.runnable, scratch)
     fp32_runner = OrtRunner(fp32.runnable)
     timing_batch = collate((held_rows * TIMING_BATCH)[:TIMING_BATCH], plugin.spec)
     fp32_s = seconds_per_batch(fp32_runner, timing_batch, timing_s)
     tried = []
     for index, candidate in enumerate(STATIC if spec.method == "static" else DYNAMIC):
         progress(f"{plugin.name}: int8 {candidate.method} {candidate.format}/{candidate.activation}")
-        path = quantize_one(candidate, prepared, scratch / f"candidate{index}.onnx", calib)
+        with contextlib.chdir(scratch):
+            path = quantize_one(candidate, prepared, scratch / f"candidate{index}.onnx", calib)
         took = seconds_per_batch(OrtRunner(path), timing_batch, timing_s)
         tried.append((took, index, path, candidate))
     took, _, best_path, best = min(tried)
