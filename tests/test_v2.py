@@ -308,6 +308,7 @@ def test_model_metadata_and_readiness_for_every_model(
             assert meta["parameters"] == {
                 **{f"parity_{k}": stored[k] for k in ("max_abs", "max_rel", "atol", "rtol")},
                 "backend": "onnxruntime",
+                "precision": "fp32",
                 "tasks": ",".join(zoo.get(model).tasks),
             }
         tensor_meta = http.get_model_metadata(model)
