@@ -37,6 +37,12 @@ SMALL_IMAGE = {"num_classes": 10, "crop": 64, "resize": 72}  # a fast ResNet-18 
 quiet = lambda _: None  # noqa: E731
 
 
+class SmallResNet(ResNet18):
+    """ResNet-18 under its own name: its fast config stays out of the zoo models' store entries."""
+
+    name: ClassVar[str] = "int8_resnet"
+
+
 class StrictResNet(ResNet18):
     """ResNet-18 whose int8 certificate must agree with fp32 beyond what int8 can give."""
 
@@ -54,13 +60,21 @@ def strict() -> Iterator[str]:
     zoo.unregister(StrictResNet.name)
 
 
-def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(bentoml_home: Path) -> None:
-    result = export("resnet18", precision="int8", overrides=SMALL_IMAGE, progress=quiet)
+@pytest.fixture
+def small() -> Iterator[str]:
+    zoo.register(SmallResNet)
+    yield SmallResNet.name
+    zoo.unregister(SmallResNet.name)
+
+
+def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: str, bentoml_home: Path) -> None:
+    result = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
     art = result.artifact
-    assert art.name == "resnet18-onnx-int8" and (art.path / "model.onnx").stat().st_size > 0
+    assert art.name == "int8-resnet-onnx-int8" and (art.path / "model.onnx").stat().st_size > 0
     assert (art.path / "labels.json").exists()  # the processor's assets travel with it
     choice, cert = art.metadata["quantization"], art.metadata["certificate"]
-    assert choice["source"].startswith("resnet18-onnx:") and find("resnet18-onnx", choice["source"].split(":")[1])
+    assert choice["source"].startswith("int8-resnet-onnx:")
+    assert find("int8-resnet-onnx", choice["source"].split(":")[1]) is not None  # stored beside fp32
     tried = {(c["format"], c["activation"]) for c in choice["candidates"]}
     assert tried == {("QDQ", "uint8"), ("QOperator", "uint8"), ("QDQ", "int8")}
     fastest = min(choice["candidates"], key=lambda c: c["ms"])
@@ -69,20 +83,20 @@ def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(bentoml_h
     assert cert["held_out"] == 64 and cert["calibration_items"] == 32 and "crops" in cert["inputs"]
     assert cert["figures"]["cosine_mean"] > 0.9, cert  # int8 tracks fp32 on real photographs
     assert not cert["gated"] and cert["cpu"]["model"] and "threads" in cert["cpu"]
-    again = export("resnet18", precision="int8", overrides=SMALL_IMAGE, progress=quiet)
+    again = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
     assert not again.created and again.artifact.tag == art.tag
 
 
-def test_own_calibration_folder_is_another_artifact(bentoml_home: Path, tmp_path: Path) -> None:
+def test_own_calibration_folder_is_another_artifact(small: str, bentoml_home: Path, tmp_path: Path) -> None:
     photos = sorted((ROOT / "tests" / "photos").glob("*.jpg"))[:2]
     for photo in photos:
         (tmp_path / photo.name).write_bytes(photo.read_bytes())
-    builtin = export("resnet18", precision="int8", overrides=SMALL_IMAGE, progress=quiet)
-    own = export("resnet18", precision="int8", overrides=SMALL_IMAGE, progress=quiet, calibration=tmp_path)
+    builtin = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
+    own = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet, calibration=tmp_path)
     assert own.artifact.version != builtin.artifact.version
     assert f"2 photographs in {tmp_path}" in own.artifact.metadata["quantization"]["calibration"]
     with pytest.raises(FileNotFoundError, match="--calibration"):
-        export("resnet18", precision="int8", overrides=SMALL_IMAGE, progress=quiet, calibration=tmp_path / "none")
+        export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet, calibration=tmp_path / "none")
 
 
 @pytest.mark.parametrize("name", ["lstm_sentiment", "bert", "gan_generator"])
