@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from exporters.importing import add_parser as add_import_parser
 from exporters.listing import print_info, print_list
@@ -24,11 +26,24 @@ def _export(args: argparse.Namespace) -> None:
 
     for name in names:
         weights = get(name).pretrained if args.pretrained else args.weights
-        result = export(name, args.format, weights, args.precision, force=args.force, progress=progress)
+        result = export(
+            name, args.format, weights, args.precision, force=args.force, progress=progress,
+            calibration=args.calibration,
+        )
         parity = result.artifact.metadata.get("parity") or {}
         state = "exported" if result.created else "present"
         figures = f" parity max_abs={parity['max_abs']:.3g}" if parity else ""
+        if cert := result.artifact.metadata.get("certificate"):
+            figures += f" certificate {json.dumps(cert['figures'])} passed={cert['passed']} gated={cert['gated']}"
         print(f"{result.artifact.tag} {state} {result.seconds:.1f}s{figures}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from exporters.tune import tune
+
+    sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    threads = tuple(int(t) for t in args.threads.split(",")) if args.threads else None
+    tune(args.name, args.p99_ms, args.write, sizes, threads, args.seconds)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,9 +62,18 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=["onnx", "tensorrt", "torch"], default="onnx")
     exp.add_argument("--weights", help="a local file or folder, torchvision:MEMBER, or hf:ORG/NAME[@REVISION]")
     exp.add_argument("--pretrained", action="store_true", help="each model's official pretrained weights")
-    exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    exp.add_argument("--calibration", help="int8: a folder of your own JPEG/PNG photos to calibrate on")
     exp.set_defaults(run=_export)
     add_import_parser(commands)
+    tun = commands.add_parser("tune", help="measure batch size x threads x precision; print the best config")
+    tun.add_argument("name")
+    tun.add_argument("--p99-ms", type=float, help="latency budget per row (estimate; see exporters/tune.py)")
+    tun.add_argument("--write", type=Path, help="merge the chosen settings into this ZOOSERVE_CONFIG file")
+    tun.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    tun.add_argument("--threads", help="intra-op thread counts to try, e.g. 1,2 (default: 1..cores)")
+    tun.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
+    tun.set_defaults(run=_tune)
     return root
 
 

@@ -17,7 +17,7 @@ from zoo import create
 from zoo.api import Plugin
 from zoo.artifact import FORMATS, RUNNABLE, Format
 
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 Progress = Callable[[str], None]
 
 
@@ -75,7 +75,9 @@ def state_hash(module: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def identity(plugin: Plugin[Any], fmt: Format, precision: Precision, state: str = "") -> dict[str, Any]:
+def identity(
+    plugin: Plugin[Any], fmt: Format, precision: Precision, state: str = "", calibration: Path | None = None
+) -> dict[str, Any]:
     """Everything that decides an artifact's bytes; its hash is the artifact's version."""
     ident: dict[str, Any] = {
         "model": plugin.name,
@@ -92,6 +94,14 @@ def identity(plugin: Plugin[Any], fmt: Format, precision: Precision, state: str 
         from exporters.tensorrt import engine_identity
 
         ident["engine"] = engine_identity()
+    if precision == "int8":  # the format is chosen by timing on this CPU; calibration decides ranges
+        from exporters.quantize import PHOTOS
+        from zoo.api import hash_path
+        from zoo.runners import cpu_info
+
+        ident["cpu"] = cpu_info()
+        ident["calibration"] = hash_path(Path(calibration or PHOTOS)) if plugin.spec.int8.method == "static" else None
+        ident["libraries"]["onnxruntime"] = store.library_versions("onnxruntime")["onnxruntime"]
     return ident
 
 
@@ -103,19 +113,23 @@ def export(
     overrides: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress = print,
+    calibration: str | Path | None = None,
 ) -> ExportResult:
     """Export `name` unless an artifact of the same content is stored already."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; choose fp32 or fp16")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if precision == "int8" and fmt != "onnx":
+        raise ValueError("int8 applies to ONNX (ONNX Runtime on CPU): use --format onnx")
     if precision == "fp16" and fmt == "onnx":
         raise ValueError("fp16 applies to TensorRT engines (and torch on CUDA at serving); ONNX stays fp32")
     plugin = create(name, weights=weights, **dict(overrides or {}))
     started = time.perf_counter()
     progress(f"{name}: building the torch module ({plugin.weights_source()})")
     module = plugin.build()
-    ident = identity(plugin, fmt, precision, state_hash(module))
+    calibration = Path(calibration) if calibration is not None else None
+    ident = identity(plugin, fmt, precision, state_hash(module), calibration)
     target = store.store_name(name, fmt, precision)
     version = store.content_key(ident)
     existing = store.find(target, version)
@@ -126,7 +140,7 @@ def export(
 
     with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
         work = Path(tmp)
-        parity = _build(plugin, module, fmt, precision, work, progress, dict(overrides or {}))
+        built = _build(plugin, module, fmt, precision, work, progress, dict(overrides or {}), calibration)
         seconds = round(time.perf_counter() - started, 2)
         meta = {
             **ident,
@@ -135,7 +149,7 @@ def export(
             "spec_fingerprint": ident["spec"],
             "opset": plugin.spec.opset,
             "weights_source": plugin.weights_source(),
-            "parity": parity,
+            **built,
             "export_seconds": seconds,
             "versions": store.library_versions("zooserve", "onnxruntime", *ident["libraries"]),
         }
@@ -155,22 +169,29 @@ def _build(
     work: Path,
     progress: Progress,
     overrides: dict[str, Any],
-) -> Any:
+    calibration: Path | None = None,
+) -> dict[str, Any]:
+    """Write the artifact's files into `work`; return its metadata entries (parity, certificate)."""
+    # int8 and engines are made from the fp32 ONNX artifact of the same weights and config.
+    weights = plugin.source.ref if plugin.source is not None else plugin.weights
+    if precision == "int8":
+        from exporters.quantize import quantize_artifact
+
+        onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
+        return {"parity": None, **quantize_artifact(plugin, onnx.artifact, work, progress, calibration)}
     if fmt == "onnx":
         from exporters.onnx import export_onnx
 
         report = export_onnx(plugin, work, progress, module)
         progress(f"{plugin.name}: parity max abs {report.max_abs:.3g}, max rel {report.max_rel:.3g}")
-        return report.to_dict()
+        return {"parity": report.to_dict()}
     if fmt == "torch":
         from safetensors.torch import save_file
 
         plugin.write_assets(work)
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / RUNNABLE["torch"]))
-        return None
+        return {"parity": None}
     from exporters.tensorrt import build_engine
 
-    # Engines are built from the ONNX artifact of the same weights and config.
-    weights = plugin.source.ref if plugin.source is not None else plugin.weights
     onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
-    return build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()
+    return {"parity": build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()}

@@ -36,5 +36,16 @@ def print_info(args: argparse.Namespace) -> None:
         "exporter": spec.exporter,
         "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
         "tensorrt_profile": {k: vars(v) for k, v in spec.trt_profile.items()},
+        "int8": stored_int8(args.name),
     }
     print(json.dumps(info, indent=2))
+
+
+def stored_int8(name: str) -> dict[str, Any]:
+    """The stored int8 artifact's choice and certificate (read from the store), if exported."""
+    from zoo.artifact import find, store_name
+
+    found = find(store_name(name, "onnx", "int8"))
+    if found is None:
+        return {"stored": None, "hint": f"zoo export {name} --precision int8"}
+    return {"stored": found.tag, **{k: found.metadata.get(k) for k in ("quantization", "certificate")}}

@@ -10,7 +10,11 @@ One run, over the models exported in $BENTOML_HOME (`make export` first):
 3. per model, payload and concurrency, steps in turn (so drift hits all alike): the task
    endpoint on each server, then v2 HTTP binary and v2 gRPC on zooserve, each driven by k6
    (one Go process, closed loop) with /metrics scraped around it for the stage breakdown;
-4. ratios and targets (loadtests/benchreport.py); JSON and a markdown table in --out.
+4. int8, for the models with an int8 export (`zoo export NAME --precision int8`): the in-process
+   limit with ZOOSERVE_PRECISION=int8 and a fourth server serving int8, its task endpoint and v2
+   binary at the same levels: int8 against fp32 in-process, served int8 against in-process int8,
+   served int8 /classify against the fp32 in-process pipeline limit;
+5. ratios and targets (loadtests/benchreport.py); JSON and a markdown table in --out.
 
     python -m loadtests.bench [--quick] [--models resnet50,gan_generator] [--out results/bench]
 """
@@ -34,6 +38,7 @@ from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
 from loadtests.servers import BIN, ROOT, Server, http_json
+from zoo.runners import cpu_info
 
 BENCH_MODELS = ("resnet50", "bert", "lstm_sentiment", "gan_generator")
 QUICK_LABELS = {"bert": "tokens-128", "lstm_sentiment": "tokens-16"}
@@ -89,8 +94,10 @@ def k6_run(protocol: str, target: str, body: Path, headers: dict[str, str], vus:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def start_servers(models: tuple[str, ...], home: Path, work: Path, with_bert_baseline: bool) -> dict[str, Server]:
-    """zooserve, unbatched zooserve and BentoML baselines, started together and waited for."""
+def start_servers(
+    models: tuple[str, ...], home: Path, work: Path, with_bert_baseline: bool, int8: tuple[str, ...] = ()
+) -> dict[str, Server]:
+    """zooserve, unbatched zooserve, BentoML baselines and zooserve on int8, started together."""
     import yaml
 
     unbatched = work / "unbatched.yaml"
@@ -101,6 +108,8 @@ def start_servers(models: tuple[str, ...], home: Path, work: Path, with_bert_bas
         "ours": Server({"ZOOSERVE_MODELS": joined}, home),
         "unbatched": Server({"ZOOSERVE_MODELS": joined, "ZOOSERVE_CONFIG": str(unbatched)}, home),
     }
+    if int8:
+        servers["int8"] = Server({"ZOOSERVE_MODELS": ",".join(int8), "ZOOSERVE_PRECISION": "int8"}, home)
     plain = [m for m in models if m != "bert"]
     if plain:
         servers["bentoml"] = Server({"ZOOSERVE_MODELS": ",".join(plain)}, home, command=baseline)
@@ -145,6 +154,7 @@ class Bench:
         self.skipped: dict[str, str] = {}
         self.checked: set[str] = set()
         self.levels: dict[str, list[int]] = {}
+        self.int8: tuple[str, ...] = ()
 
     def step(
         self, kind: str, protocol: str, payload: Payload, level: int, body: Path, phase: str = "sweep"
@@ -162,7 +172,7 @@ class Bench:
         if protocol == "grpc":  # k6 sends the protojson form written beside the serialized request
             body = body.with_suffix(".json")
         target = f"127.0.0.1:{server.grpc_port}" if protocol == "grpc" else server.url + payload.path
-        ours = kind in ("ours", "unbatched")
+        ours = kind in ("ours", "unbatched", "int8")
         before = scrape.scrape(server.url) if ours else None
         result = k6_run("grpc" if protocol == "grpc" else "http", target, body, payload.headers, level,
                         self.plan.duration_s, self.plan.max_requests, self.work)
@@ -229,16 +239,56 @@ class Bench:
             k6_run("http", server.url + payload.path, body, payload.headers, level, 2.0,
                    self.plan.max_requests, self.work)
 
-    def limit(self, model: str, labels: list[str]) -> dict[str, Any]:
+    def limit(self, model: str, labels: list[str], precision: str = "fp32") -> dict[str, Any]:
         """The in-process limit of `model`, measured now (servers idle) in its own process."""
-        out = self.work / f"inprocess-{model}.json"
+        out = self.work / f"inprocess-{model}-{precision}.json"
         subprocess.run(
             [sys.executable, "-m", "loadtests.inprocess", "--models", model, "--out", str(out),
              "--labels", ",".join(labels), "--batch-sizes", ",".join(map(str, self.plan.batch_sizes)),
              "--seconds", str(self.plan.inprocess_s)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "ZOOSERVE_PRECISION": precision},
         )
         return json.loads(out.read_text())
+
+    def paired(self, model: str, label: str, batch: int) -> dict[str, Any]:
+        """fp32 and int8 in-process backend rows/s at `batch`, alternated for a few rounds in two
+        idle workers: the median ratio is what the int8 speed-up target is judged on."""
+        workers = {
+            precision: subprocess.Popen(
+                [sys.executable, "-m", "loadtests.inprocess", "--serve", "--models", model], cwd=ROOT, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "ZOOSERVE_PRECISION": precision},
+            )
+            for precision in ("fp32", "int8")
+        }
+        try:
+            for worker in workers.values():
+                worker.stdout.readline()  # type: ignore[union-attr]  # {"ready": true}
+            rounds = []
+            for _ in range(self.plan.confirm_rounds):
+                rate = {}
+                for precision, worker in workers.items():
+                    command = {"label": label, "kind": "backend", "batch": batch, "seconds": self.plan.inprocess_s * 2}
+                    worker.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
+                    worker.stdin.flush()  # type: ignore[union-attr]
+                    rate[precision] = float(json.loads(worker.stdout.readline())["rows_per_s"])  # type: ignore[union-attr]
+                rounds.append({**rate, "ratio": round(rate["int8"] / rate["fp32"], 3)})
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()  # type: ignore[union-attr]
+                worker.wait(60)
+        ratios = sorted(r["ratio"] for r in rounds)
+        return {"batch": batch, "rounds": rounds, "ratio": ratios[len(ratios) // 2]}
+
+    def run_int8(self, model: str, chosen: list[Payload], entry: dict[str, Any]) -> None:
+        """The int8 limit (next to fp32's, in the same run) and the int8 server's task and v2 steps."""
+        limit = self.limit(model, sorted({p.label for p in chosen}), "int8")["models"][model]
+        limit["cpu"] = cpu_info()  # int8 speed hangs on VNNI: every int8 figure names the CPU
+        entry["int8"] = limit
+        for label, lab in limit["labels"].items():  # int8 / fp32 side by side, round after round
+            lab["paired"] = self.paired(model, label, lab["backend_best"]["batch"])
+        for level in self.levels[model]:
+            for payload in (p for p in chosen if p.protocol in ("task", "v2bin")):
+                self.step("int8", payload.protocol, payload, level, self.folder / payload.file)
 
     def run_model(self, model: str, chosen: list[Payload]) -> dict[str, Any]:
         """In-process limit, then every served step of `model`; returns the limit."""
@@ -264,6 +314,8 @@ class Bench:
                     self.step("ours", protocol, payload, level, self.folder / payload.file)
         if latency > 20:  # the models with a served / in-process target: confirm side by side
             self.confirm(model, chosen, entry)
+        if "int8" in self.servers and model in self.int8:
+            self.run_int8(model, chosen, entry)
         return limit
 
 
@@ -288,6 +340,7 @@ def main() -> None:
     parser.add_argument("--models", default="", help=f"default: those of {','.join(BENCH_MODELS)} in the store")
     parser.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,8,32")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows even where int8 is exported")
     parser.add_argument("--render", type=Path, help="only render the tables of a saved bench.json again")
     args = parser.parse_args()
     if args.render:
@@ -312,8 +365,10 @@ def main() -> None:
     limits: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="zooserve-bench-") as tmp:
         work = Path(tmp)
-        servers = start_servers(p.models, home, work, with_bert_baseline=not p.quick)
+        int8 = tuple(m for m in p.models if m in payloads.int8_models() and not args.no_int8)
+        servers = start_servers(p.models, home, work, with_bert_baseline=not p.quick, int8=int8)
         bench = Bench(p, folder, work, servers)
+        bench.int8 = int8
         try:
             for model in p.models:
                 limit = bench.run_model(model, chosen_payloads(folder, model, p.quick))

@@ -8,6 +8,8 @@ from typing import Any
 V2 = ("v2bin", "grpc")
 LIMIT_TARGETS = {"resnet50": None, "bert": "tokens-128"}  # served >= 0.9 x in-process (label or any)
 SMALL_MODELS = ("gan_generator", "lstm_sentiment")
+# int8 in-process over fp32 in-process (backend, best batch): the issue's targets, by model and label
+INT8_SPEEDUP_TARGETS = {("resnet50", None): 2.5, ("bert", "tokens-128"): 1.8}
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -105,6 +107,54 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             }
             out["models"].append(row)
             out["targets"] += _targets(row, model, label, top, high)
+            if label in (entry.get("int8") or {}).get("labels", {}):
+                int8 = _int8_row(result["steps"], model, label, lim, entry["int8"])
+                out.setdefault("int8", []).append(int8)
+                out["targets"] += _int8_targets(int8)
+    return out
+
+
+def _int8_row(steps: list[dict[str, Any]], model: str, label: str, fp32: dict[str, Any],
+              int8_entry: dict[str, Any]) -> dict[str, Any]:
+    """int8 against fp32 in-process, served int8 against in-process int8, /classify against fp32."""
+    lim = int8_entry["labels"][label]
+    served = _find([s for s in steps if s.get("phase") != "confirm"], model=model, label=label, server="int8")
+    v2 = _best([s for s in served if s["protocol"] == "v2bin"])
+    task = _best([s for s in served if s["protocol"] == "task"])
+    backend, pipeline = lim["backend_best"]["rows_per_s"], lim["pipeline_best"]["rows_per_s"]
+    return {
+        "model": model, "label": label, "cpu": int8_entry.get("cpu"),
+        "fp32_backend": fp32["backend_best"], "int8_backend": lim["backend_best"],
+        "fp32_pipeline": fp32["pipeline_best"], "int8_pipeline": lim["pipeline_best"],
+        "served_v2bin": v2 and {k: v2[k] for k in ("concurrency", "throughput_rps")},
+        "served_task": task and {k: task[k] for k in ("concurrency", "throughput_rps")},
+        # the paired rounds' median where measured (the machine drifts between the two sweeps)
+        "int8_over_fp32_inprocess": (lim.get("paired") or {}).get("ratio")
+        or _ratio(backend, fp32["backend_best"]["rows_per_s"]),
+        "paired": lim.get("paired"),
+        "served_v2bin_over_inprocess_int8": _ratio(v2 and v2["throughput_rps"], backend),
+        "served_task_over_pipeline_int8": _ratio(task and task["throughput_rps"], pipeline),
+        "served_task_over_fp32_pipeline": _ratio(task and task["throughput_rps"], fp32["pipeline_best"]["rows_per_s"]),
+    }
+
+
+def _int8_targets(row: dict[str, Any]) -> list[dict[str, Any]]:
+    model, label, out = row["model"], row["label"], []
+    cpu = row.get("cpu") or {}
+    on = f" [{cpu.get('model', '?')}; {','.join(cpu.get('int8_flags', [])) or 'no VNNI'}]"
+    goal = INT8_SPEEDUP_TARGETS.get((model, None), INT8_SPEEDUP_TARGETS.get((model, label)))
+    if goal is not None:
+        ratio = row["int8_over_fp32_inprocess"]
+        out.append({"target": f"{model} {label}: int8 in-process >= {goal} x fp32 (best batch){on}",
+                    "measured": ratio, "met": None if ratio is None else ratio >= goal})
+    if model in LIMIT_TARGETS and LIMIT_TARGETS[model] in (None, label):
+        ratio = row["served_v2bin_over_inprocess_int8"]
+        out.append({"target": f"{model} {label}: served int8 v2 binary >= 0.9 x in-process int8{on}",
+                    "measured": ratio, "met": None if ratio is None else ratio >= 0.9})
+    if model == "resnet50":
+        ratio = row["served_task_over_fp32_pipeline"]
+        out.append({"target": f"{model} {label}: int8 /classify >= 2 x fp32 in-process pipeline limit{on}",
+                    "measured": ratio, "met": None if ratio is None else ratio >= 2.0})
     return out
 
 
@@ -180,6 +230,32 @@ def markdown(result: dict[str, Any]) -> str:
                 pairs = ", ".join(f"{r['served']:g}/{r['inprocess']:g}" for r in c["rounds"])
                 lines.append(f"- {model} {label} {key} ({c['protocol']} c={c['concurrency']} vs in-process batch "
                              f"{c['batch']}): served/in-process rows/s per round {pairs}; median ratio {c['ratio']}")
+    if summary.get("int8"):
+        lines += [
+            "",
+            "| model | payload | fp32 / int8 in-process backend rows/s (batch) | int8 / fp32 in-process "
+            "| served int8 v2 binary req/s | / in-process int8 | served int8 task req/s | / int8 pipeline "
+            "| / fp32 pipeline |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in summary["int8"]:
+            fb, ib = r["fp32_backend"], r["int8_backend"]
+            v2, task = r["served_v2bin"], r["served_task"]
+            lines.append(
+                f"| {r['model']} | {r['label']} | {fb['rows_per_s']} ({fb['batch']}) / {ib['rows_per_s']} "
+                f"({ib['batch']}) | **{_fmt(r['int8_over_fp32_inprocess'], 2)}** "
+                f"| {v2['throughput_rps'] if v2 else '–'} | **{_fmt(r['served_v2bin_over_inprocess_int8'], 2)}** "
+                f"| {task['throughput_rps'] if task else '–'} | {_fmt(r['served_task_over_pipeline_int8'], 2)} "
+                f"| **{_fmt(r['served_task_over_fp32_pipeline'], 2)}** |"
+            )
+        for r in summary["int8"]:
+            if paired := r.get("paired"):
+                pairs = ", ".join(f"{p['int8']:g}/{p['fp32']:g}" for p in paired["rounds"])
+                lines.append(f"- {r['model']} {r['label']} int8/fp32 in-process rows/s at batch {paired['batch']} "
+                             f"per round: {pairs}; median ratio {paired['ratio']}")
+        cpu = summary["int8"][0].get("cpu") or {}
+        lines += [""]
+        lines.append(f"int8 measured on {cpu.get('model')} with {', '.join(cpu.get('int8_flags', []))}.")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in summary["targets"]:
         met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")

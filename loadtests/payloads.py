@@ -231,6 +231,14 @@ def exported_models() -> list[str]:
     return [m for m in list_models() if find(store_name(m, "onnx")) is not None]
 
 
+def int8_models() -> list[str]:
+    """The zoo models that also have an int8 ONNX export (`zoo export NAME --precision int8`)."""
+    from zoo import list_models
+    from zoo.artifact import find, store_name
+
+    return [m for m in list_models() if find(store_name(m, "onnx", "int8")) is not None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results/payloads"))

@@ -4,9 +4,10 @@ The YAML file holds per-model batching knobs and request limits:
 
     defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
     models:
-      resnet50: {max_batch_size: 16}
+      resnet50: {max_batch_size: 16, precision: int8, intra_op_threads: 2}   # `zoo tune` writes these
       bert: {max_queue_size: 64, version: 3f2c...}   # pin a model-store version
     limits: {max_items: 64, max_body_bytes: 16777216}
+    precision: fp32   # every model's default (ZOOSERVE_PRECISION wins); a model's own key wins over both
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from zoo.api import InputLimits
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class ConfigError(ValueError):
@@ -52,6 +55,9 @@ class Batching:
     latest: int = 0
     traffic: Mapping[str, float] = field(default_factory=dict)
 
+    precision: str = "fp32"  # fp32 | fp16 (TensorRT, torch on CUDA) | int8 (ONNX Runtime)
+    intra_op_threads: int = 0  # ONNX Runtime's threads per batch; 0: the cores this process may use
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
         object.__setattr__(self, "traffic", {str(k): v for k, v in dict(self.traffic or {}).items()})
@@ -64,6 +70,10 @@ class Batching:
         strangers = sorted(set(self.traffic) - set(self.versions))
         if self.versions and strangers:
             raise ConfigError(f"traffic names versions not in versions: {strangers}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.intra_op_threads < 0:
+            raise ConfigError("intra_op_threads must be >= 0 (0: every core)")
         if self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be at least 1")
         if self.max_queue_delay_ms < 0 or self.timeout_s <= 0:
@@ -105,7 +115,6 @@ class Settings:
     grpc_reflection: bool = True  # ZOOSERVE_GRPC_REFLECTION
     tls: tuple[str, str] | None = None  # (certificate, key) PEM files: ZOOSERVE_TLS_CERT/_KEY
     workers: int = 1  # serving processes; /readyz is 200 only when every one is ready
-    fp16: bool = True  # torch on CUDA
     warmup_s: float = 60.0  # bound on the warm-up of each model
     repository_api: bool = False  # ZOOSERVE_REPOSITORY_API: load/unload at run time (admin token)
     batching: Mapping[str, Batching] = field(default_factory=dict)
@@ -163,11 +172,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"ZOOSERVE_DEVICE={device!r}; choose one of {', '.join(DEVICES)}")
     if backend == "tensorrt" and device != "cuda":
         raise ConfigError("ZOOSERVE_BACKEND=tensorrt needs ZOOSERVE_DEVICE=cuda")
-    defaults = dict(data.get("defaults") or {})
+    precision = env.get("ZOOSERVE_PRECISION") or data.get("precision") or _deprecated_fp16(env, data)
+    defaults = {"precision": precision, **(data.get("defaults") or {})}
     per_model = data.get("models") or {}
     batching = {
         name: _build(Batching, {**defaults, **(per_model.get(name) or {})}, f"models.{name}") for name in models
     }
+    for name, knobs in batching.items():
+        _check_precision(name, knobs.precision, backend, device)
     try:
         grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
     except ValueError:
@@ -196,7 +208,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repository_api=repository_api,
         grpc_reflection=_flag(env, "ZOOSERVE_GRPC_REFLECTION", data.get("grpc_reflection", True)),
         tls=tls_files(env),
-        fp16=str(env.get("ZOOSERVE_FP16", data.get("fp16", True))).lower() not in ("0", "false", "no"),
         warmup_s=float(data.get("warmup_s", 60.0)),
         batching=batching,
         limits=_build(Limits, data.get("limits") or {}, "limits"),
@@ -209,6 +220,30 @@ ADMIN_TOKEN_VAR = "ZOOSERVE_ADMIN_TOKEN"
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _deprecated_fp16(env: Mapping[str, str], data: Mapping[str, Any]) -> str:
+    """ZOOSERVE_FP16 (and the file's `fp16`) map onto a precision, with a warning."""
+    value = env.get("ZOOSERVE_FP16", data.get("fp16"))
+    if value is None:
+        return "fp32"
+    warnings.warn(
+        "ZOOSERVE_FP16 / fp16 is deprecated: use ZOOSERVE_PRECISION=fp16|fp32 (or `precision:` per model)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return "fp32" if str(value).strip().lower() in ("0", "false", "no") else "fp16"
+
+
+def _check_precision(name: str, precision: str, backend: str, device: str) -> None:
+    if precision == "int8" and backend != "onnxruntime":
+        raise ConfigError(
+            f"models.{name}: precision int8 runs on ONNX Runtime only, not ZOOSERVE_BACKEND={backend}"
+        )
+    if precision == "fp16" and not (backend == "tensorrt" or (backend == "torch" and device == "cuda")):
+        raise ConfigError(
+            f"models.{name}: precision fp16 needs TensorRT or torch on CUDA, not {backend} on {device}"
+        )
 
 
 def _flag(env: Mapping[str, str], name: str, default: object) -> bool:

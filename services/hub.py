@@ -189,6 +189,8 @@ class Hub:
                     "weights": m.weights,
                     "error": m.status.error,
                     "load_seconds": m.status.load_seconds,
+                    "precision": m.config.precision,
+                    "certificate": m.certificate,
                 }
                 for name, m in self.models.items()
             },

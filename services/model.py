@@ -31,7 +31,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
 from zoo import get
 from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
-from zoo.artifact import find, store_name, versions
+from zoo.artifact import find, store_name, stored_precision, versions
 from zoo.runners import Runner, cpu_threads, open_runner
 
 log = logging.getLogger("zooserve")
@@ -62,28 +62,29 @@ Loader = Callable[[str, Settings], Parts]
 def store_versions(name: str, settings: Settings) -> list[str]:
     """The versions of `name` in the store for the settings' backend, newest first."""
     fmt = FORMAT_OF_BACKEND[settings.backend]
-    precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
-    return versions(store_name(name, fmt, precision))
+    return versions(store_name(name, fmt, stored_precision(fmt, settings.for_model(name).precision)))
 
 
 def load_from_store(name: str, settings: Settings) -> Parts:
     """The parts of `name` from the BentoML model store, as the settings choose them."""
     fmt = FORMAT_OF_BACKEND[settings.backend]
-    precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
+    knobs = settings.for_model(name)
+    precision = stored_precision(fmt, knobs.precision)
     target = store_name(name, fmt, precision)
-    version = settings.for_model(name).version
     if fmt not in get(name).formats:
         raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
-    artifact = find(target, version)
+    artifact = find(target, knobs.version)
     if artifact is None:
         raise LookupError(
-            f"{target}:{version} is not in the BentoML model store; run `zoo export {name} --format {fmt}`"
-            + (f" --precision {precision}" if precision != "fp32" else "")
-            + " (or `make serve`, which exports what is missing)"
+            f"{target}:{knobs.version} is not in the BentoML model store; run `zoo export {name}"
+            + (f" --format {fmt}" if fmt != "onnx" or precision == "fp32" else "")
+            + (f" --precision {precision}`" if precision != "fp32" else "`")
+            + (" (or `make serve`, which exports what is missing)" if precision == "fp32" else "")
         )
     plugin = get(name).from_config_dict(artifact.config)
     processor = plugin.processor(artifact.path, settings.limits.for_items())
-    runner = open_runner(plugin, artifact, settings.device, settings.fp16)
+    fp16 = knobs.precision == "fp16"
+    runner = open_runner(plugin, artifact, settings.device, fp16, knobs.intra_op_threads or None)
     return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
 
 
@@ -126,6 +127,11 @@ class ModelRuntime:
     def weights(self) -> str | None:
         """Where the loaded artifact's weights came from (pretrained source, file, random-init)."""
         return str(self.parts.metadata.get("weights_source", "unknown")) if self.parts else None
+
+    @property
+    def certificate(self) -> dict[str, Any] | None:
+        """The int8 artifact's accuracy certificate against fp32 (None for other precisions)."""
+        return (self.parts.metadata.get("certificate") if self.parts else None) or None
 
     @property
     def backend(self) -> str:

@@ -309,6 +309,7 @@ def test_model_metadata_and_readiness_for_every_model(
                 **{f"parity_{k}": stored[k] for k in ("max_abs", "max_rel", "atol", "rtol")},
                 "backend": "onnxruntime",
                 "weights": "random-init:seed=0",  # the default zoo: no pretrained weights
+                "precision": "fp32",
                 "tasks": ",".join(zoo.get(model).tasks),
             }
         tensor_meta = http.get_model_metadata(model)

@@ -93,6 +93,29 @@ class ShapeRange:
     max: tuple[int, ...]
 
 
+QuantMethod = Literal["static", "dynamic", "none"]
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """How a plugin quantizes to int8 and the accuracy its certificate must show against fp32.
+
+    `static` calibrates activations on real inputs (CNNs); `dynamic` quantizes activations on
+    the fly (MatMul, Attention, LSTM: transformers and RNNs).  A threshold of None is reported,
+    not gated; the gate applies only to exports from real (non-random-init) weights.
+    """
+
+    method: QuantMethod = "none"
+    min_top1: float | None = None  # argmax agreement of `logits` (classifier top-1, text labels)
+    min_top5: float | None = None  # fp32 top-1 within int8 top-5 (classifiers)
+    min_cosine: float | None = None  # mean cosine of `cosine_output` rows against fp32
+    cosine_output: str = "logits"
+    min_psnr: float | None = None  # dB, for image outputs (`psnr_output`)
+    psnr_output: str = "image"
+    calibration_items: int = 32  # inputs run through the fp32 model to set activation ranges
+    held_out_items: int = 64  # other inputs, never calibrated on, for the certificate
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """How a plugin exports: data, in the spirit of optimum's OnnxConfig."""
@@ -107,6 +130,7 @@ class ExportSpec:
     fp16_atol: float = 5e-2  # TensorRT fp16 against ONNX Runtime fp32
     parity_batch_sizes: tuple[int, ...] = (1, 2, 5)
     max_sequence: int = 0  # 0: no sequence axis
+    int8: Int8Spec = field(default_factory=Int8Spec)  # `zoo export NAME --precision int8`
 
     def output(self, name: str) -> TensorSpec:
         return _by_name(self.outputs, name)

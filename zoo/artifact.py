@@ -6,10 +6,12 @@ that decides its bytes (config, spec, weights, format, precision, library versio
 plugin's source; plus GPU and TensorRT version for engines): exporting the same inputs twice
 finds the first copy instead of writing a second.
 
-    <store>/models/<model>-<format>[-<precision>]/<version>/
+    <store>/models/<model>-<format>[-<precision>]/<version>/   e.g. resnet50-onnx, resnet50-onnx-int8
         model.onnx | model.engine | weights.safetensors    the runnable file, one per format
         labels.json, tokenizer.json, vocab.json, ...       the processor's assets (the plugin's)
-        zooserve.json                                      metadata, with the parity certificate
+        zooserve.json                                      metadata: the parity certificate (against
+                                                           torch), or for int8 the quantization choice
+                                                           and the accuracy certificate (against fp32)
         model.yaml                                         BentoML's own record
 
 An ONNX file imported by `zoo import` is stored the same way (its graph as model.onnx, its
@@ -94,6 +96,12 @@ def store_name(model: str, fmt: str, precision: str = "fp32") -> str:
     """The model-store name, e.g. `resnet50-onnx` or `bert-tensorrt-fp16`."""
     name = f"{model}-{fmt}".replace("_", "-")
     return name if precision == "fp32" else f"{name}-{precision}"
+
+
+def stored_precision(fmt: str, precision: str) -> str:
+    """The precision of the artifact that serves `precision` in `fmt`: torch stores fp32
+    weights and halves them on CUDA at load, engines and ONNX store what they run."""
+    return "fp32" if fmt == "torch" else precision
 
 
 def library_versions(*packages: str) -> dict[str, str]:

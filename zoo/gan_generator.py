@@ -26,6 +26,7 @@ from zoo.api import (
     BadInput,
     ExportSpec,
     InputLimits,
+    Int8Spec,
     Plugin,
     Processor,
     Row,
@@ -116,6 +117,7 @@ class GanGenerator(Plugin[GanConfig]):
             atol=1e-4,
             exporter="dynamo",  # plain Linear/BatchNorm/activations: torch.export handles them exactly
             trt_profile={"latent": ShapeRange((1, c.latent_dim), (16, c.latent_dim), (c.max_batch, c.latent_dim))},
+            int8=Int8Spec("dynamic", min_psnr=30.0),  # dynamic int8 Gemm/MatMul
         )
 
     def build(self) -> torch.nn.Module:

@@ -28,6 +28,7 @@ from zoo.api import (
     SEQUENCE,
     ExportSpec,
     InputLimits,
+    Int8Spec,
     Plugin,
     Processor,
     Row,
@@ -145,6 +146,7 @@ class LstmSentiment(Plugin[LstmConfig]):
             exporter="torchscript",
             trt_profile={"input_ids": ShapeRange((1, 1), (min(8, c.max_batch), 64), (c.max_batch, c.max_tokens))},
             max_sequence=c.max_tokens,
+            int8=Int8Spec("dynamic", min_top1=0.95),  # dynamic int8 LSTM and MatMul
         )
 
     def build(self) -> torch.nn.Module:

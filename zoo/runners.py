@@ -51,6 +51,25 @@ def cpu_threads() -> int:
     return max(1, cores)
 
 
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "avx512bw", "avx2")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model and the flags int8 speed depends on (VNNI above all): printed with
+    every int8 figure, since the same model quantizes well on one CPU and not another."""
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "int8_flags": [f for f in INT8_FLAGS if f in flags], "threads": cpu_threads()}
+
+
 class OrtRunner:
     """An ONNX Runtime session; CUDA when asked and the CUDA provider is installed."""
 
@@ -121,10 +140,12 @@ class TorchRunner:
         return {name: named[name].float().cpu().numpy() for name in wanted}
 
 
-def open_runner(plugin: Plugin[Any], artifact: Artifact, device: str = "cpu", fp16: bool = False) -> Runner:
-    """The runner for a stored artifact, by its format."""
+def open_runner(
+    plugin: Plugin[Any], artifact: Artifact, device: str = "cpu", fp16: bool = False, threads: int | None = None
+) -> Runner:
+    """The runner for a stored artifact, by its format (`threads`: ORT's intra-op threads)."""
     if artifact.format == "onnx":
-        return OrtRunner(artifact.runnable, device)
+        return OrtRunner(artifact.runnable, device, threads)
     if artifact.format == "tensorrt":
         from zoo.tensorrt_runner import TensorRTRunner
 

@@ -87,7 +87,8 @@ class V2Model:
         return PLATFORMS.get(self.runtime.backend, self.runtime.backend)
 
     def properties(self) -> dict[str, Any]:
-        """Model parameters for the metadata: parity figures, backend, tasks."""
+        """Model parameters for the metadata: parity figures, backend, precision (and the int8
+        certificate's figures), tasks."""
         parts = self.runtime.parts
         parity = (parts.metadata.get("parity") if parts else None) or {}
         props: dict[str, Any] = {
@@ -95,6 +96,11 @@ class V2Model:
         }
         props["backend"] = self.runtime.backend
         props["weights"] = self.runtime.weights
+        props["precision"] = self.runtime.config.precision
+        if cert := self.runtime.certificate:  # int8: agreement with fp32 on held-out inputs
+            props.update({f"int8_{k}": v for k, v in cert["figures"].items()})
+            props["int8_certificate_passed"] = cert["passed"]
+            props["int8_certificate_gated"] = cert["gated"]
         props["tasks"] = ",".join(self.runtime.tasks)
         return props
 
