@@ -74,6 +74,9 @@ def test_index_unload_and_load_over_http(server: Any) -> None:
 
     with pytest.raises(InferenceServerException, match="only from the model store"):
         client.load_model("lstm_sentiment", config=json.dumps({"backend": "python"}), headers=HEADERS)
+    status, body = http_json(f"{server.url}/v2/repository/models/lstm_sentiment/load",
+                             {"parameters": {"file:1/model.onnx": "AAAA"}}, headers=HEADERS)  # fmt: skip
+    assert status == 400 and "only from the model store" in body["error"], body
     with pytest.raises(InferenceServerException, match="unknown model 'no_such_model'; the zoo has"):
         client.load_model("no_such_model", headers=HEADERS)
     with pytest.raises(InferenceServerException, match="404"):
