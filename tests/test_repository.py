@@ -150,30 +150,29 @@ def test_reloads_under_load_fail_no_request(server: Any, tmp_path: Path) -> None
     client.close()
 
 
+def every_worker_answers(url: str, status: int, within: float) -> None:
+    """Wait until 20 calls in a row answer `status`: each is a new connection, so either worker
+    may take it, and a worker that has not applied the change shows."""
+    deadline = time.monotonic() + within
+    answers: list[int] = []
+    while time.monotonic() < deadline:
+        answers = [http_json(url)[0] for _ in range(20)]
+        if set(answers) == {status}:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not every worker answers {status}: {answers}")
+
+
 def test_every_worker_applies_a_change(small_store: Path) -> None:
     env = {"ZOOSERVE_MODELS": "gan_generator,lstm_sentiment", "ZOOSERVE_REPOSITORY_API": "1", "ZOOSERVE_WORKERS": "2"}
     with running_server(small_store, env) as server:
         assert http_json(f"{server.url}/readyz")[1]["workers"]["ready"] == 2
         assert http_json(f"{server.url}/v2/repository/models/lstm_sentiment/unload", {})[0] == 200
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # each call is a new connection: either worker may answer
-            answers = [http_json(f"{server.url}/v2/models/lstm_sentiment/ready")[0] for _ in range(20)]
-            if set(answers) == {404}:
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"a worker still serves the unloaded model: {answers}")
+        every_worker_answers(f"{server.url}/v2/models/lstm_sentiment/ready", 404, 30)
         pids = {http_json(f"{server.url}/livez")[1]["pid"] for _ in range(40)}
         assert len(pids) == 2, pids  # both workers answered, and both had unloaded it
         assert http_json(f"{server.url}/v2/repository/models/lstm_sentiment/load", {})[0] == 200
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            answers = [http_json(f"{server.url}/v2/models/lstm_sentiment/ready")[0] for _ in range(20)]
-            if set(answers) == {200}:
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"a worker did not load the model again: {answers}")
+        every_worker_answers(f"{server.url}/v2/models/lstm_sentiment/ready", 200, 60)
 
 
 def test_the_api_on_a_network_address_needs_an_admin_token() -> None:
