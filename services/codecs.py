@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
@@ -29,26 +28,6 @@ from services.errors import BODY_TIMEOUT, CANCELLED, BadRequest, ServeError, Too
 
 log = logging.getLogger("zooserve")
 T = TypeVar("T")
-
-
-# -- request documents (OpenAPI) ----------------------------------------------------------
-class ClassifyRequest(BaseModel):
-    images: list[str] | str = Field(description="base64 JPEG/PNG (data URLs accepted); multipart: files")
-    model: str = Field("resnet50", description="resnet50, resnet18 or efficientnet_b0")
-    top_k: int = Field(5, ge=1, le=1000)
-
-
-class TextRequest(BaseModel):
-    texts: list[str] | str = Field(description="UTF-8 texts; truncated to the model's maximum tokens")
-    model: str | None = Field(None, description="sentiment: lstm_sentiment (default) or bert; embed: bert")
-
-
-class GenerateRequest(BaseModel):
-    seeds: list[int] | None = Field(None, description="integers 0..2^32-1; same seed, same image")
-    count: int | None = Field(None, ge=1, description="random seeds instead of `seeds` (default 1)")
-    latents: list[list[float]] | None = Field(None, description="latent vectors instead of seeds")
-    grid: bool = Field(False, description="answer one PNG grid image (image/png) instead of JSON")
-    model: str = "gan_generator"
 
 
 # -- bodies -------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ import yaml
 from _bentoml_sdk.service.factory import Service
 from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
-from services import arbiter
+from services import arbiter, openapi
 from services.auth import HttpGuard, TokenStore, secure_openapi
+from services.bento_api import task_apis
 from services.config import load_settings, tls_files
 from services.errors import UNAUTHENTICATED
 from services.health import FrontDoor
@@ -48,15 +49,16 @@ def _count_refused() -> None:
     hub.unresolved.failed("http", UNAUTHENTICATED.reason)
 
 
-class SecuredSpec(OpenAPISpecification):
-    """BentoML's OpenAPI document with the bearer scheme declared (its spec classes have no
-    security fields, and BentoML builds the mounted app's paths itself, from its routes)."""
+class ZooSpec(OpenAPISpecification):
+    """BentoML's OpenAPI document rewritten into zooserve's (services/openapi.py), with the bearer
+    scheme declared when tokens are on (BentoML's spec classes have neither)."""
 
     def asdict(self) -> dict[str, Any]:
-        return secure_openapi(super().asdict(), metrics_open=not auth.metrics_auth)
+        doc = openapi.document(super().asdict())
+        return secure_openapi(doc, metrics_open=not auth.metrics_auth) if auth.enabled else doc
 
 
-yaml.add_representer(SecuredSpec, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
+yaml.add_representer(ZooSpec, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
 
 
 class FrontDoorService(Service):  # type: ignore[type-arg]
@@ -75,9 +77,7 @@ class FrontDoorService(Service):  # type: ignore[type-arg]
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec
-        if not auth.enabled:
-            return spec
-        return SecuredSpec(**{name: getattr(spec, name) for name in attrs.fields_dict(OpenAPISpecification)})
+        return ZooSpec(**{name: getattr(spec, name) for name in attrs.fields_dict(OpenAPISpecification)})
 
 
 def _workers() -> int:
@@ -94,16 +94,6 @@ def _ssl() -> dict[str, Any]:
     return {"ssl": {"enabled": True, "certfile": files[0], "keyfile": files[1]}} if files else {}
 
 
-@bentoml.service(
-    name="zooserve",
-    workers=_workers(),
-    # our batchers bound the queue and time each request; BentoML's limits stay out of the way
-    traffic={"timeout": 600},
-    metrics={"enabled": True, "namespace": "bentoml_service"},
-    service_class=FrontDoorService,
-    **_ssl(),
-)
-@bentoml.asgi_app(http_app, path="/")
 class ZooServe:
     """Serves the model zoo: task endpoints, KServe v2 over HTTP and gRPC, metrics, health."""
 
@@ -138,3 +128,19 @@ class ZooServe:
         if self.grpc is not None:
             await self.grpc.stop()  # in-flight RPCs finish (grace period) while the batchers still run
         await hub.stop()
+
+
+# The task endpoints as BentoML APIs, generated from the task table (services/bento_api.py):
+# set before the service decorator, which collects the class's APIMethod attributes.
+for _name, _api in task_apis(hub).items():
+    setattr(ZooServe, _name, _api)
+
+ZooServe = bentoml.service(  # type: ignore[misc]
+    name="zooserve",
+    workers=_workers(),
+    # our batchers bound the queue and time each request; BentoML's limits stay out of the way
+    traffic={"timeout": 600},
+    metrics={"enabled": True, "namespace": "bentoml_service"},
+    service_class=FrontDoorService,
+    **_ssl(),
+)(bentoml.asgi_app(http_app, path="/")(ZooServe))
