@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.batcher import Batcher
+from services.bento_models import pinned_version
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
@@ -59,7 +60,7 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     fmt = FORMAT_OF_BACKEND[settings.backend]
     precision = "fp16" if settings.backend == "tensorrt" and settings.fp16 else "fp32"
     target = store_name(name, fmt, precision)
-    version = settings.for_model(name).version
+    version = pinned_version(target, settings.for_model(name).version)  # a bento's own, by default
     artifact = find(target, version)
     if artifact is None:
         raise LookupError(

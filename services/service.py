@@ -26,7 +26,8 @@ from bentoml._internal.service.openapi.specification import OpenAPISpecification
 from services import arbiter, openapi
 from services.auth import HttpGuard, TokenStore, secure_openapi
 from services.bento_api import task_apis
-from services.config import load_settings, tls_files
+from services.bento_models import model_refs
+from services.config import ConfigError, load_settings, served_models, tls_files
 from services.errors import UNAUTHENTICATED
 from services.health import FrontDoor
 from services.http_app import create_app, task_paths
@@ -134,6 +135,18 @@ class ZooServe:
 # set before the service decorator, which collects the class's APIMethod attributes.
 for _name, _api in task_apis(hub).items():
     setattr(ZooServe, _name, _api)
+
+
+def _served() -> tuple[str, ...]:
+    try:
+        return served_models()
+    except ConfigError:
+        return ()  # the start-up hook reports it
+
+
+# The models a bento carries, at the versions in the store now (services/bento_models.py).
+for _name, _ref in model_refs(_served()).items():
+    setattr(ZooServe, _name, _ref)
 
 ZooServe = bentoml.service(  # type: ignore[misc]
     name="zooserve",
