@@ -134,3 +134,9 @@ def test_the_imported_bento_serves_http_and_grpc_from_its_own_venv(bento: dict[s
         assert label == feeling["results"][0]["label"]
     finally:
         server.stop()
+
+
+def test_the_serving_requirements_are_current() -> None:
+    from services import serve_requirements
+
+    assert serve_requirements.main(["--check"]) == 0, "run `python -m services.serve_requirements`"
