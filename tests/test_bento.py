@@ -10,11 +10,8 @@ and gRPC).  A small zoo keeps it quick: the default bento is about 600 MB.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +23,12 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 import yaml
 
-from tests.helpers import BIN, ROOT, Server, http_json
+from tests.helpers import BIN, ROOT, Server, cached_venv, http_json
 from zoo.vision import example_image
 
 MODELS = "resnet18,lstm_sentiment"
 STORE_NAMES = {"resnet18-onnx", "lstm-sentiment-onnx"}
 PNG = example_image(300, 200, "PNG")
-VENV_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zooserve" / "bento-venvs"
 
 
 def bentoml_cli(home: Path, *args: str, cwd: Path = ROOT, **env: str) -> str:
@@ -47,18 +43,6 @@ def bentoml_cli(home: Path, *args: str, cwd: Path = ROOT, **env: str) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def bento_venv(requirements: Path) -> Path:
-    """A venv holding only `requirements` (pip from the index; cached by the file's hash)."""
-    venv = VENV_CACHE / hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    if not (venv / ".complete").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-        pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "-r", str(requirements)], check=True, timeout=900)
-        (venv / ".complete").touch()
-    return venv
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +85,7 @@ def test_the_bento_carries_its_models_and_its_serving_dependencies(bento: dict[s
 
 
 def test_the_imported_bento_serves_http_and_grpc_from_its_own_venv(bento: dict[str, object]) -> None:
-    venv = bento_venv(Path(str(bento["dir"])) / "env" / "python" / "requirements.txt")
+    venv = cached_venv((Path(str(bento["dir"])) / "env" / "python" / "requirements.txt").read_text())
     home, user = Path(str(bento["home"])), Path(str(bento["user"]))
     command = [str(venv / "bin" / "bentoml"), "serve", "zooserve:latest", "--host", "127.0.0.1", "--port", "{port}"]
     started = time.monotonic()
