@@ -396,6 +396,21 @@ def test_openapi_document_declares_the_bearer_scheme(server: Server) -> None:
         assert all("security" not in op for op in paths[path].values()), path
 
 
+def test_bentoml_clients_send_the_token(server: Server) -> None:
+    import bentoml
+
+    body = {"texts": ["a wonderful film"]}
+    _, _, expected = call(server.url + "/sentiment", body, {"Authorization": f"Bearer {TOKEN}"})
+    with bentoml.SyncHTTPClient(server.url, token=TOKEN, server_ready_timeout=30) as client:
+        assert client.sentiment(**body) == expected  # /schema.json and /readyz are open; the call is not
+    with bentoml.SyncHTTPClient(server.url, token=FILE_TOKEN, server_ready_timeout=30) as client:
+        assert client.generate(seeds=[3])["results"][0]["seed"] == 3
+    with bentoml.SyncHTTPClient(server.url, server_ready_timeout=30) as client:
+        with pytest.raises(bentoml.exceptions.BentoMLException) as refused:
+            client.sentiment(**body)
+        assert refused.value.error_code == 401
+
+
 def test_grpc_follows_the_http_host(server: Server) -> None:
     assert set(listeners(server.grpc_port)) == {"127.0.0.1"}  # --host 127.0.0.1, ZOOSERVE_GRPC_HOST empty
 
