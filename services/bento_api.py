@@ -7,8 +7,8 @@ whose arguments are the JSON body's fields (the task's `api_doc`, else its `requ
 whose answer is the task's `response_doc`: `client.classify(images=[b64], top_k=3)` sends the
 very body curl sends.  Over HTTP those routes still reach the front door's fast path
 (services/health.py) first, so requests never go through BentoML's per-request middlewares and
-curl's forms (JSON and multipart) are unchanged; the method body serves in-process calls
-(`ZooServe().classify(...)`) through the same hub and task table.
+curl's forms (JSON and multipart) are unchanged; the method body, for a call that does reach
+it (in process), runs the same hub and task table.
 """
 
 from __future__ import annotations

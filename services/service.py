@@ -9,6 +9,11 @@ import, so the app is built here, over the hub that the start-up hook then start
 Bearer tokens (services/auth.py) guard both protocols when ZOOSERVE_API_TOKEN(S_FILE) is set;
 TLS for both comes from ZOOSERVE_TLS_CERT/_KEY (HTTP: BentoML's `ssl` service config, read at
 import).  A gRPC port held by another server leaves this one unready with the reason.
+
+The class also carries what BentoML itself reads: the task endpoints as BentoML APIs, generated
+from the task table, for BentoML's clients (services/bento_api.py), the served models as
+BentoModel references for `bentoml build` (services/bento_models.py), and zooserve's own
+OpenAPI document (services/openapi.py).
 """
 
 from __future__ import annotations
