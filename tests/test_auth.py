@@ -160,6 +160,7 @@ def test_open_paths_are_probes_model_readiness_and_the_docs_ui() -> None:
         "/v2/models/resnet50/versions/3f2c/ready",
         "/v2/models/{name}/versions/{version}/ready",
         "/",
+        "/docs-init.js",
         "/docs.json",
         "/schema.json",
         "/static_content/swagger-ui-bundle.js",
@@ -255,6 +256,7 @@ def test_open_routes_answer_without_a_token(server: Server) -> None:
         "/v2/models/gan_generator/ready",
         f"/v2/models/gan_generator/versions/{version}/ready",
         "/docs.json",
+        "/docs-init.js",
         "/schema.json",
         "/metrics",  # ZOOSERVE_METRICS_AUTH is off
     ):
