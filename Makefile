@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install export serve test lint tools container-tools lock loadtest bench image image-test chart-check clean
+.PHONY: install export serve bento test lint tools container-tools lock loadtest bench image image-test chart-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "zooserve needs Python 3.11"'
@@ -30,6 +30,11 @@ export: install
 serve: export
 	$(if $(WORKERS),ZOOSERVE_WORKERS=$(WORKERS)) exec $(BIN)/bentoml serve --host $${ZOOSERVE_HOST:-127.0.0.1} --port $(PORT)
 
+# A bento of the models in ZOOSERVE_MODELS (default all) at their exported versions, offline:
+# `bentoml export zooserve:latest zooserve.bento` then carries it anywhere (README, "Bento").
+bento: export
+	$(BIN)/bentoml build
+
 # System tools the tests drive: promtool (Debian's prometheus).  Installed only when missing.
 tools:
 	@command -v promtool >/dev/null || { \
@@ -49,6 +54,7 @@ lock:
 	{ echo "# Every package of '.[export,gpu,dev]' pinned exactly; make installs with -c constraints.txt."; \
 	  echo "# Regenerate: make lock"; /tmp/zooserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; \
 	  echo "setuptools==84.2.1"; echo "pip==23.2.1"; } > constraints.txt
+	/tmp/zooserve-lock/bin/python -m services.serve_requirements
 
 # A Locust scenario headless (CSV, HTML report, PNG plots in results/loadtest/); see README.
 loadtest: export

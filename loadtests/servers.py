@@ -49,7 +49,15 @@ def http_json(
 class Server:
     """A `bentoml serve` process from the repo root (bentofile.yaml), on free loopback ports."""
 
-    def __init__(self, env: Mapping[str, str], home: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        home: Path,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+        inherit_env: bool = True,
+    ) -> None:
+        """`inherit_env=False`: only PATH, HOME and `env` (a bento served with no trace of the checkout)."""
         self.port = free_port()
         self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,14 +68,16 @@ class Server:
         own_home.mkdir(parents=True)
         (home / "models").mkdir(exist_ok=True)
         (own_home / "models").symlink_to(home / "models")
+        base = os.environ if inherit_env else {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
         full_env = {
-            **os.environ,
+            **base,
             "BENTOML_HOME": str(own_home),
             "ZOOSERVE_GRPC_PORT": str(self.grpc_port),
             "ZOOSERVE_GRPC_HOST": "127.0.0.1",
             **env,
         }
-        full_env["PATH"] = f"{BIN}:{full_env.get('PATH', '')}"
+        if inherit_env:
+            full_env["PATH"] = f"{BIN}:{full_env.get('PATH', '')}"
         # `{port}` in a given command is this server's HTTP port
         cmd = (
             [c.format(port=self.port) for c in command]
@@ -76,7 +86,7 @@ class Server:
         )
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, timeout: float = 240) -> dict[str, Any]:

@@ -41,7 +41,7 @@ SCHEME_NAME = "bearerAuth"  # the OpenAPI security scheme
 
 # Probes, readiness and the docs UI (its HTML, OpenAPI document and BentoML's static files).
 OPEN_HTTP_PATHS = frozenset(
-    {"/livez", "/readyz", "/v2/health/live", "/v2/health/ready", "/", "/docs.json", "/schema.json"}
+    {"/livez", "/readyz", "/v2/health/live", "/v2/health/ready", "/", "/docs-init.js", "/docs.json", "/schema.json"}
 )
 OPEN_HTTP_PREFIXES = ("/static_content/", "/assets/")  # BentoML's UI files (old and new index)
 # [^/]+ is what the router's {name} matches, so an open path can only reach the ready routes.

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
@@ -29,36 +28,6 @@ from services.errors import BODY_TIMEOUT, CANCELLED, BadRequest, ServeError, Too
 
 log = logging.getLogger("zooserve")
 T = TypeVar("T")
-
-
-# -- request documents (OpenAPI) ----------------------------------------------------------
-PRIORITY_DOC = "1 (highest) .. the model's priority_levels; 0: its default level (also X-Request-Priority)"
-TIMEOUT_DOC = "this request's timeout; the model's timeout_s wins where smaller (also X-Request-Timeout-Ms)"
-
-
-class ClassifyRequest(BaseModel):
-    images: list[str] | str = Field(description="base64 JPEG/PNG (data URLs accepted); multipart: files")
-    model: str = Field("resnet50", description="resnet50, resnet18 or efficientnet_b0")
-    top_k: int = Field(5, ge=1, le=1000)
-    priority: int | None = Field(None, ge=0, description=PRIORITY_DOC)
-    timeout_ms: int | None = Field(None, ge=1, description=TIMEOUT_DOC)
-
-
-class TextRequest(BaseModel):
-    texts: list[str] | str = Field(description="UTF-8 texts; truncated to the model's maximum tokens")
-    model: str | None = Field(None, description="sentiment: lstm_sentiment (default) or bert; embed: bert")
-    priority: int | None = Field(None, ge=0, description=PRIORITY_DOC)
-    timeout_ms: int | None = Field(None, ge=1, description=TIMEOUT_DOC)
-
-
-class GenerateRequest(BaseModel):
-    seeds: list[int] | None = Field(None, description="integers 0..2^32-1; same seed, same image")
-    count: int | None = Field(None, ge=1, description="random seeds instead of `seeds` (default 1)")
-    latents: list[list[float]] | None = Field(None, description="latent vectors instead of seeds")
-    grid: bool = Field(False, description="answer one PNG grid image (image/png) instead of JSON")
-    priority: int | None = Field(None, ge=0, description=PRIORITY_DOC)
-    timeout_ms: int | None = Field(None, ge=1, description=TIMEOUT_DOC)
-    model: str = "gan_generator"
 
 
 # -- bodies -------------------------------------------------------------------------------
@@ -240,14 +209,16 @@ CONTROL_HEADERS = {"priority": "x-request-priority", "timeout_ms": "x-request-ti
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 
 
-def request_control(request: Request, data: Mapping[str, Any], multipart: bool) -> tuple[float | None, int]:
+def request_control(
+    headers: Mapping[str, str] | None, data: Mapping[str, Any], multipart: bool
+) -> tuple[float | None, int]:
     """The request's own timeout (s, None: the model's) and priority (0: the model's default)
     from `timeout_ms` / `priority` (field or X-Request-Timeout-Ms / X-Request-Priority)."""
 
     def read(name: str, lo: int, hi: int) -> int:
         if data.get(name) is not None:
             return as_int(data, name, multipart, 0, lo, hi)
-        header = request.headers.get(CONTROL_HEADERS[name])
+        header = headers.get(CONTROL_HEADERS[name]) if headers is not None else None
         return 0 if header is None else as_int({name: header}, name, True, 0, lo, hi)  # text, as multipart
 
     timeout_ms = read("timeout_ms", 1, MAX_TIMEOUT_MS)

@@ -140,11 +140,28 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment (and ZOOSERVE_CONFIG's YAML)."""
+def served_models(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """ZOOSERVE_MODELS; unset: the models a bento carries, or outside a bento every zoo model."""
+    from services.bento_models import bento_models
     from zoo import list_models
     from zoo.imported import register_stored
+    from zoo.plugins import failures
 
+    env = os.environ if env is None else env
+    register_stored()  # models `zoo import` put in the store are known by name too
+    known = list_models()
+    models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip())
+    if models == ("all",):  # `all`: built-ins, entry-point plugins and imported models
+        return tuple(known)
+    for name in models:
+        if name not in known:
+            broken = "".join(f"; {f}" for f in failures())
+            raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}{broken}")
+    return models or bento_models(known) or tuple(known)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (and ZOOSERVE_CONFIG's YAML)."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     if path := env.get("ZOOSERVE_CONFIG"):
@@ -154,16 +171,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"ZOOSERVE_CONFIG={path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"ZOOSERVE_CONFIG={path}: expected a mapping at the top level")
-    from zoo.plugins import failures
-
-    register_stored()  # models `zoo import` put in the store are known by name too
-    known = list_models()
-    models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip())
-    models = tuple(known) if models in ((), ("all",)) else models  # `all`: built-ins and entry-point plugins
-    for name in models:
-        if name not in known:
-            broken = "".join(f"; {f}" for f in failures())
-            raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}{broken}")
+    models = served_models(env)
     backend = env.get("ZOOSERVE_BACKEND", data.get("backend", "onnxruntime"))
     device = env.get("ZOOSERVE_DEVICE", data.get("device", "cpu"))
     if backend not in BACKENDS:

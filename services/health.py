@@ -20,6 +20,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from services.docs_page import PAGES
 from services.errors import NOT_FOUND, REJECTED, clip
 from services.hub import Hub
 from services.workers import containerized
@@ -60,6 +61,9 @@ class FrontDoor:
             await _json(send, 200 if body["ready"] else 503, body)
         elif path.startswith(self.fast_prefixes):
             await self._fast(scope, receive, send)
+        elif path in PAGES and scope.get("method") in ("GET", "HEAD"):
+            body, media = PAGES[path]  # the docs UI, loading nothing from outside (services/docs_page.py)
+            await _answer(send, 200, body, [(b"content-type", media)])
         elif path in BENTOML_PATHS or path.startswith(BENTOML_PREFIXES):
             await self.app(scope, receive, send)
         else:
@@ -91,8 +95,10 @@ class FrontDoor:
 
 
 async def _json(send: Any, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    headers += extra or []
+    await _answer(send, status, json.dumps(body).encode(), [(b"content-type", b"application/json"), *(extra or [])])
+
+
+async def _answer(send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

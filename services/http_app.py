@@ -1,6 +1,6 @@
 """The HTTP face of zooserve: the task endpoints (one per entry of the task table) and KServe v2.
 
-A FastAPI app (its OpenAPI paths are merged into BentoML's /docs.json) because the task
+A FastAPI app (services/openapi.py documents its routes in /docs.json) because the task
 endpoints need what `@bentoml.api` cannot give: JSON *and* multipart on one route, our own
 4xx bodies naming the field, body limits before parsing, and one batcher shared with gRPC.
 Every failure is a ServeError mapped by the one error table (services/errors.py).
@@ -9,6 +9,7 @@ Every failure is a ServeError mapped by the one error table (services/errors.py)
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ from starlette.requests import Request
 
 from services import codecs, tracing
 from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, retry_after_header
-from services.hub import Hub
+from services.hub import Hub, Observed
 from services.tasks import TASKS, TaskCodec
 from services.v2.http import create_router
 from services.v2.repository import create_router as repository_router
@@ -26,55 +27,54 @@ from services.v2.repository import create_router as repository_router
 log = logging.getLogger("zooserve")
 
 PROTOCOL = "http"
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"example": {"error": text, "field": "images[2]"}}}}
-    for code, text in (
-        (400, "bad input"),
-        (404, "unknown model"),
-        (413, "body too large"),
-        (415, "unsupported content type"),
-        (429, "queue full; see Retry-After"),
-        (503, "model not loaded yet"),
-        (504, "timed out"),
-    )
-}
-
-
-def _body_doc(model: type) -> dict[str, Any]:
-    schema = model.model_json_schema()  # type: ignore[attr-defined]
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": schema}},
-        }
-    }
-
-
 async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
     """One task request: body -> model -> items -> batcher -> results -> answer, counted once."""
     with hub.observe(PROTOCOL, request.headers) as call:
-        limits = hub.settings.limits
         hub.refuse_if_full(codec.name, call)  # overload: no body is read, nothing is decoded
-        with tracing.stage("decode"):
-            data, multipart = await codecs.decode_request(request, limits)
-            runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
-            call.runtime = runtime
-            runtime.check_ready()
-            timeout, priority = codecs.request_control(request, data, multipart)
-            task_request = codec.read(data, multipart, limits)
-        if task_request.items is None:
-            task_request.items = runtime.sample(task_request.count)
-        try:
-            inference = runtime.infer_items(task_request.items, codec.name, timeout, priority)
-            results = await codecs.unless_disconnected(request, inference)
-        except ItemError as exc:
-            exc.field = f"{task_request.field}[{exc.index}]"
-            raise
-        except TooLarge as exc:  # the request's pixel budget
-            exc.field = exc.field or task_request.field
-            raise
-        with tracing.stage("encode"):
-            return codec.response(task_request, results, runtime.name)
+        with tracing.stage("read"):
+            data, multipart = await codecs.decode_request(request, hub.settings.limits)
+
+        def watch(work: Awaitable[Any]) -> Awaitable[Any]:
+            return codecs.unless_disconnected(request, work)
+
+        return await _answer(hub, codec, call, data, multipart, request.headers, watch)
+
+
+async def run_body(hub: Hub, codec: TaskCodec, data: Mapping[str, Any]) -> Any:
+    """A task request already decoded to a JSON body (a BentoML API call in process)."""
+    with hub.observe(PROTOCOL) as call:
+        hub.refuse_if_full(codec.name, call)
+        return await _answer(hub, codec, call, data, False, None, lambda work: work)
+
+
+async def _answer(
+    hub: Hub,
+    codec: TaskCodec,
+    call: Observed,
+    data: Mapping[str, Any],
+    multipart: bool,
+    headers: Mapping[str, str] | None,
+    watch: Callable[[Awaitable[Any]], Awaitable[Any]],
+) -> Any:
+    limits = hub.settings.limits
+    with tracing.stage("decode"):
+        runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
+        call.runtime = runtime
+        runtime.check_ready()
+        timeout, priority = codecs.request_control(headers, data, multipart)
+        task_request = codec.read(data, multipart, limits)
+    if task_request.items is None:
+        task_request.items = runtime.sample(task_request.count)
+    try:
+        results = await watch(runtime.infer_items(task_request.items, codec.name, timeout, priority))
+    except ItemError as exc:
+        exc.field = f"{task_request.field}[{exc.index}]"
+        raise
+    except TooLarge as exc:  # the request's pixel budget
+        exc.field = exc.field or task_request.field
+        raise
+    with tracing.stage("encode"):
+        return codec.response(task_request, results, runtime.name)
 
 
 def error_response(exc: ServeError) -> JSONResponse:
@@ -84,7 +84,8 @@ def error_response(exc: ServeError) -> JSONResponse:
 
 def create_app(hub: Hub) -> FastAPI:
     """The task endpoints of every task in the table, and the v2 routes, over `hub`."""
-    app = FastAPI(title="zooserve", description="Task endpoints of the model zoo", docs_url=None, redoc_url=None)
+    # no docs of its own: /docs.json is the one document (services/openapi.py)
+    app = FastAPI(title="zooserve", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(repository_router(lambda: hub.repository))  # before v2's catch-all route
     app.include_router(create_router(hub))  # KServe v2 over HTTP (services/v2/http.py)
 
@@ -113,12 +114,7 @@ def _add_task_route(app: FastAPI, hub: Hub, codec: TaskCodec) -> None:
         return await run_task(hub, codec, request)
 
     endpoint.__name__ = codec.name
-    app.post(
-        f"/{codec.name}",
-        summary=codec.summary,
-        openapi_extra=_body_doc(codec.request_doc),
-        responses=ERROR_RESPONSES,
-    )(endpoint)
+    app.post(f"/{codec.name}", summary=codec.summary)(endpoint)  # documented by services/openapi.py
 
 
 def task_paths() -> tuple[str, ...]:

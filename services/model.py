@@ -26,6 +26,7 @@ from typing import Any
 
 from services import tracing
 from services.batcher import Batcher
+from services.bento_models import pinned_version
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
@@ -73,7 +74,8 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     target = store_name(name, fmt, precision)
     if fmt not in get(name).formats:
         raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
-    artifact = find(target, knobs.version)
+    version = pinned_version(target, knobs.version)  # a bento's own, by default
+    artifact = find(target, version)
     if artifact is None:
         raise LookupError(
             f"{target}:{knobs.version} is not in the BentoML model store; run `zoo export {name}"

@@ -9,6 +9,11 @@ import, so the app is built here, over the hub that the start-up hook then start
 Bearer tokens (services/auth.py) guard both protocols when ZOOSERVE_API_TOKEN(S_FILE) is set;
 TLS for both comes from ZOOSERVE_TLS_CERT/_KEY (HTTP: BentoML's `ssl` service config, read at
 import).  A gRPC port held by another server leaves this one unready with the reason.
+
+The class also carries what BentoML itself reads: the task endpoints as BentoML APIs, generated
+from the task table, for BentoML's clients (services/bento_api.py), the served models as
+BentoModel references for `bentoml build` (services/bento_models.py), and zooserve's own
+OpenAPI document (services/openapi.py).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import yaml
 from _bentoml_sdk.service.factory import Service
 from bentoml._internal.service.openapi.specification import OpenAPISpecification
 
-from services import arbiter, tracing
+from services import arbiter, openapi, tracing
 from services.auth import HttpGuard, TokenStore, secure_openapi
-from services.config import load_settings, tls_files
+from services.bento_api import task_apis
+from services.bento_models import model_refs
+from services.config import ConfigError, load_settings, served_models, tls_files
 from services.errors import UNAUTHENTICATED
 from services.health import FrontDoor
 from services.http_app import create_app, task_paths
@@ -50,15 +57,16 @@ def _count_refused() -> None:
     hub.unresolved.failed("http", UNAUTHENTICATED.reason)
 
 
-class SecuredSpec(OpenAPISpecification):
-    """BentoML's OpenAPI document with the bearer scheme declared (its spec classes have no
-    security fields, and BentoML builds the mounted app's paths itself, from its routes)."""
+class ZooSpec(OpenAPISpecification):
+    """BentoML's OpenAPI document rewritten into zooserve's (services/openapi.py), with the bearer
+    scheme declared when tokens are on (BentoML's spec classes have neither)."""
 
     def asdict(self) -> dict[str, Any]:
-        return secure_openapi(super().asdict(), metrics_open=not auth.metrics_auth)
+        doc = openapi.document(super().asdict())
+        return secure_openapi(doc, metrics_open=not auth.metrics_auth) if auth.enabled else doc
 
 
-yaml.add_representer(SecuredSpec, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
+yaml.add_representer(ZooSpec, lambda dumper, spec: dumper.represent_dict(spec.asdict()))
 
 
 class FrontDoorService(Service):  # type: ignore[type-arg]
@@ -77,9 +85,7 @@ class FrontDoorService(Service):  # type: ignore[type-arg]
     @property
     def openapi_spec(self) -> OpenAPISpecification:
         spec = super().openapi_spec
-        if not auth.enabled:
-            return spec
-        return SecuredSpec(**{name: getattr(spec, name) for name in attrs.fields_dict(OpenAPISpecification)})
+        return ZooSpec(**{name: getattr(spec, name) for name in attrs.fields_dict(OpenAPISpecification)})
 
 
 def _workers() -> int:
@@ -96,16 +102,6 @@ def _ssl() -> dict[str, Any]:
     return {"ssl": {"enabled": True, "certfile": files[0], "keyfile": files[1]}} if files else {}
 
 
-@bentoml.service(
-    name="zooserve",
-    workers=_workers(),
-    # our batchers bound the queue and time each request; BentoML's limits stay out of the way
-    traffic={"timeout": 600},
-    metrics={"enabled": True, "namespace": "bentoml_service"},
-    service_class=FrontDoorService,
-    **_ssl(),
-)
-@bentoml.asgi_app(http_app, path="/")
 class ZooServe:
     """Serves the model zoo: task endpoints, KServe v2 over HTTP and gRPC, metrics, health."""
 
@@ -150,3 +146,31 @@ class ZooServe:
             await hub.repository.stop()
         await hub.stop()
         tracing.shutdown()  # flushes the spans still buffered
+
+
+# The task endpoints as BentoML APIs, generated from the task table (services/bento_api.py):
+# set before the service decorator, which collects the class's APIMethod attributes.
+for _name, _api in task_apis(hub).items():
+    setattr(ZooServe, _name, _api)
+
+
+def _served() -> tuple[str, ...]:
+    try:
+        return served_models()
+    except ConfigError:
+        return ()  # the start-up hook reports it
+
+
+# The models a bento carries, at the versions in the store now (services/bento_models.py).
+for _name, _ref in model_refs(_served()).items():
+    setattr(ZooServe, _name, _ref)
+
+ZooServe = bentoml.service(  # type: ignore[misc]
+    name="zooserve",
+    workers=_workers(),
+    # our batchers bound the queue and time each request; BentoML's limits stay out of the way
+    traffic={"timeout": 600},
+    metrics={"enabled": True, "namespace": "bentoml_service"},
+    service_class=FrontDoorService,
+    **_ssl(),
+)(bentoml.asgi_app(http_app, path="/")(ZooServe))

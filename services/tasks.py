@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from services import codecs
+from services import codecs, task_docs
 from services.config import Limits
 from services.errors import BadRequest, ItemError
 from services.v2.tensors import OutputTensor, TensorMeta
@@ -67,9 +67,11 @@ class TaskCodec:
     v2_input: TensorMeta
     v2_outputs: tuple[TensorMeta, ...]
     to_v2: Callable[[Sequence[Any], Mapping[str, Any]], V2Outputs]
-    request_doc: type[BaseModel]
+    request_doc: type[BaseModel]  # the body (services/task_docs.py)
+    response_doc: type[BaseModel]  # the JSON answer
     options: tuple[IntOption, ...] = ()
     default_model: str | None = None
+    api_doc: type[BaseModel] | None = None  # BentoML clients' arguments, when not request_doc's
     # Bodies beyond "items + options" (generate: seeds, count or latents) read themselves.
     read_body: Callable[[TaskCodec, Mapping[str, Any], bool, Limits], TaskRequest] | None = None
     # Task endpoint answers beyond {"model", "results"} (generate: the seeds, or one PNG grid).
@@ -256,7 +258,8 @@ register(
         v2_input=TensorMeta("images", "BYTES", (-1,), text=False),
         v2_outputs=(TensorMeta("labels", "BYTES", (-1, -1)), TensorMeta("scores", "FP32", (-1, -1))),
         to_v2=classify_v2,
-        request_doc=codecs.ClassifyRequest,
+        request_doc=task_docs.ClassifyRequest,
+        response_doc=task_docs.ClassifyResponse,
         options=(TOP_K,),
         default_model="resnet50",
     )
@@ -271,7 +274,8 @@ register(
         v2_input=TEXTS,
         v2_outputs=(TensorMeta("label", "BYTES", (-1,)), TensorMeta("probabilities", "FP32", (-1, -1))),
         to_v2=sentiment_v2,
-        request_doc=codecs.TextRequest,
+        request_doc=task_docs.TextRequest,
+        response_doc=task_docs.SentimentResponse,
         default_model="lstm_sentiment",
     )
 )
@@ -285,7 +289,8 @@ register(
         v2_input=TEXTS,
         v2_outputs=(TensorMeta("embeddings", "FP32", (-1, -1)),),
         to_v2=embed_v2,
-        request_doc=codecs.TextRequest,
+        request_doc=task_docs.TextRequest,
+        response_doc=task_docs.EmbedResponse,
         default_model="bert",
     )
 )
@@ -299,8 +304,10 @@ register(
         v2_input=TensorMeta("seeds", "INT64", (-1,)),
         v2_outputs=(TensorMeta("image", "BYTES", (-1,), text=False),),
         to_v2=generate_v2,
-        request_doc=codecs.GenerateRequest,
+        request_doc=task_docs.GenerateRequest,
+        response_doc=task_docs.GenerateResponse,
         default_model="gan_generator",
+        api_doc=task_docs.GenerateArgs,
         read_body=read_generate,
         respond=generate_response,
     )

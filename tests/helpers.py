@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from loadtests.servers import BIN, ROOT, Server, free_port, http_json, running_server
 
-__all__ = ["BIN", "ROOT", "Server", "free_port", "http_json", "multipart", "read_answer", "running_server"]
+__all__ = [
+    "BIN", "ROOT", "Server", "cached_venv", "free_port", "http_json", "multipart", "read_answer", "running_server"
+]
+VENV_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zooserve" / "venvs"
+
+
+def cached_venv(requirements: str) -> Path:
+    """A throwaway venv holding only `requirements` (pip from the index), cached by their hash:
+    what a client or a bento needs, without the project's packages to hide a missing one."""
+    venv = VENV_CACHE / hashlib.sha256(requirements.encode()).hexdigest()[:16]
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        (venv / "requirements.txt").write_text(requirements)
+        pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "-r", str(venv / "requirements.txt")], check=True, timeout=900)
+        (venv / ".complete").touch()
+    return venv
 
 
 def multipart(fields: Sequence[tuple[str, str | bytes]], boundary: str | None = None) -> tuple[bytes, str]:

@@ -160,6 +160,7 @@ def test_open_paths_are_probes_model_readiness_and_the_docs_ui() -> None:
         "/v2/models/resnet50/versions/3f2c/ready",
         "/v2/models/{name}/versions/{version}/ready",
         "/",
+        "/docs-init.js",
         "/docs.json",
         "/schema.json",
         "/static_content/swagger-ui-bundle.js",
@@ -255,6 +256,7 @@ def test_open_routes_answer_without_a_token(server: Server) -> None:
         "/v2/models/gan_generator/ready",
         f"/v2/models/gan_generator/versions/{version}/ready",
         "/docs.json",
+        "/docs-init.js",
         "/schema.json",
         "/metrics",  # ZOOSERVE_METRICS_AUTH is off
     ):
@@ -394,6 +396,21 @@ def test_openapi_document_declares_the_bearer_scheme(server: Server) -> None:
         assert "401" in paths[path][method]["responses"], path
     for path in ("/readyz", "/livez", "/v2/health/ready", "/v2/models/{name}/ready", "/metrics"):
         assert all("security" not in op for op in paths[path].values()), path
+
+
+def test_bentoml_clients_send_the_token(server: Server) -> None:
+    import bentoml
+
+    body = {"texts": ["a wonderful film"]}
+    _, _, expected = call(server.url + "/sentiment", body, {"Authorization": f"Bearer {TOKEN}"})
+    with bentoml.SyncHTTPClient(server.url, token=TOKEN, server_ready_timeout=30) as client:
+        assert client.sentiment(**body) == expected  # /schema.json and /readyz are open; the call is not
+    with bentoml.SyncHTTPClient(server.url, token=FILE_TOKEN, server_ready_timeout=30) as client:
+        assert client.generate(seeds=[3])["results"][0]["seed"] == 3
+    with bentoml.SyncHTTPClient(server.url, server_ready_timeout=30) as client:
+        with pytest.raises(bentoml.exceptions.BentoMLException) as refused:
+            client.sentiment(**body)
+        assert refused.value.error_code == 401
 
 
 def test_grpc_follows_the_http_host(server: Server) -> None:

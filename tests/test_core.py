@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import BaseModel
 
 import zoo
 from services import tasks
@@ -35,6 +36,11 @@ from services.workers import WorkerBoard
 
 
 # -- a new task: its result type and its table entry ---------------------------------------------
+class WordsResponse(BaseModel):
+    model: str
+    results: list[dict[str, int]]
+
+
 @dataclass(frozen=True)
 class WordCount:
     words: int
@@ -52,7 +58,8 @@ COUNT = tasks.TaskCodec(
         {"words": OutputTensor("words", "INT64", np.array([r.words for r in results], np.int64))},
         {},
     ),
-    request_doc=tasks.codecs.TextRequest,
+    request_doc=tasks.task_docs.TextRequest,
+    response_doc=WordsResponse,
 )
 
 

@@ -24,8 +24,10 @@ bounds the time in the server.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
 from importlib import metadata as pkg_metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,15 @@ PLATFORMS = {"onnxruntime": "onnx_onnxv1", "tensorrt": "tensorrt_plan", "torch":
 def server_version() -> str:
     try:
         return pkg_metadata.version("zooserve")
-    except pkg_metadata.PackageNotFoundError:
+    except pkg_metadata.PackageNotFoundError:  # a bento's venv: the sources, not the package
+        return _pyproject_version()
+
+
+def _pyproject_version() -> str:
+    try:
+        with open(Path(__file__).parents[2] / "pyproject.toml", "rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
         return "unknown"
 
 

@@ -1,0 +1,83 @@
+"""The models a bento carries: BentoML model references declared on the service, pinned at build.
+
+`bentoml build` packs the models the service declares as `bentoml.models.BentoModel` class
+attributes (and `bentoml export` copies their files into the `.bento`).  The service declares
+one per served model of ZOOSERVE_MODELS (default: every zoo model, plugins included), the
+ONNX Runtime artifact at the version the store holds as latest when the module is imported, so
+a build records exact tags in its bento.yaml.  Served from a bento, the pins are read back
+from that bento.yaml: by default it serves the models it carries, at the versions it carries.
+
+Models missing from the store are not declared (BentoML would try BentoCloud for them, and a
+dev server should stay up and say which model is missing: /readyz); a WARNING names them, and
+`make bento` exports what is missing first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger("zooserve")
+
+SRC = Path(__file__).resolve().parents[1]  # the checkout, or a bento's src/ folder
+BENTO_YAML = SRC.parent / "bento.yaml"
+SERVED_FORMAT = ("onnx", "fp32")  # what a bento serves: ONNX Runtime on CPU
+
+
+def in_bento() -> bool:
+    """True when this code runs from a built bento (its src/ folder beside bento.yaml)."""
+    return SRC.name == "src" and BENTO_YAML.is_file()
+
+
+@functools.lru_cache(maxsize=1)
+def bento_pins() -> dict[str, str]:
+    """The bento's model store names and versions ({} outside a bento)."""
+    if not in_bento():
+        return {}
+    info = yaml.safe_load(BENTO_YAML.read_text()) or {}
+    pins: dict[str, str] = {}
+    for service in info.get("services") or []:
+        for model in service.get("models") or []:
+            name, _, version = str(model["tag"]).partition(":")
+            pins[name] = version
+    return pins
+
+
+def pinned_version(store_name: str, version: str) -> str:
+    """`version`, or the bento's pin for `store_name` when `version` is "latest"."""
+    return bento_pins().get(store_name, version) if version == "latest" else version
+
+
+def bento_models(known: Sequence[str]) -> tuple[str, ...]:
+    """The zoo models a bento carries, in `known`'s order (empty outside a bento)."""
+    from zoo.artifact import store_name
+
+    pins = bento_pins()
+    return tuple(name for name in known if store_name(name, *SERVED_FORMAT) in pins)
+
+
+def model_refs(models: Sequence[str]) -> dict[str, object]:
+    """Per served model, its BentoModel reference (the class attribute name: `model_<name>`)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from zoo.artifact import store_name
+
+    refs: dict[str, object] = {}
+    missing = []
+    for name in models:
+        store = store_name(name, *SERVED_FORMAT)
+        try:
+            tag = bentoml.models.get(f"{store}:{pinned_version(store, 'latest')}").tag
+        except NotFound:
+            missing.append(store)
+            continue
+        refs[f"model_{name}"] = bentoml.models.BentoModel(str(tag))
+    if missing:
+        log.warning("zooserve: not in the model store, so not declared (a bento would lack them): %s",
+                    ", ".join(missing))
+    return refs
