@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -182,6 +183,7 @@ class Hub:
         body: dict[str, Any] = {
             "ready": here and (workers is None or workers["all_ready"]),
             "workers": workers,
+            "pid": os.getpid(),  # the worker that answered
             "models": {
                 name: {
                     "ready": m.status.ready,

@@ -150,17 +150,20 @@ def test_reloads_under_load_fail_no_request(server: Any, tmp_path: Path) -> None
     client.close()
 
 
-def every_worker_answers(url: str, status: int, within: float) -> None:
-    """Wait until 20 calls in a row answer `status`: each is a new connection, so either worker
-    may take it, and a worker that has not applied the change shows."""
+def every_worker_says(url: str, want: str, workers: int = 2, within: float = 60) -> None:
+    """Wait until each of `workers` workers has said, in its own /readyz, that lstm_sentiment is
+    `want` ("unloaded" or "ready").  Each call is a new connection, so either worker may take it;
+    the answer names the worker (pid)."""
     deadline = time.monotonic() + within
-    answers: list[int] = []
+    seen: dict[int, str] = {}
     while time.monotonic() < deadline:
-        answers = [http_json(url)[0] for _ in range(20)]
-        if set(answers) == {status}:
+        body = http_json(f"{url}/readyz")[1]
+        entry = body["models"].get("lstm_sentiment", {})
+        seen[body["pid"]] = "unloaded" if entry.get("error") == "unloaded" else "ready" if entry.get("ready") else "?"
+        if len(seen) >= workers and set(seen.values()) == {want}:
             return
-        time.sleep(0.5)
-    raise AssertionError(f"not every worker answers {status}: {answers}")
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker says {want}: {seen}")
 
 
 def test_every_worker_applies_a_change(small_store: Path) -> None:
@@ -168,11 +171,9 @@ def test_every_worker_applies_a_change(small_store: Path) -> None:
     with running_server(small_store, env) as server:
         assert http_json(f"{server.url}/readyz")[1]["workers"]["ready"] == 2
         assert http_json(f"{server.url}/v2/repository/models/lstm_sentiment/unload", {})[0] == 200
-        every_worker_answers(f"{server.url}/v2/models/lstm_sentiment/ready", 404, 30)
-        pids = {http_json(f"{server.url}/livez")[1]["pid"] for _ in range(40)}
-        assert len(pids) == 2, pids  # both workers answered, and both had unloaded it
+        every_worker_says(server.url, "unloaded")
         assert http_json(f"{server.url}/v2/repository/models/lstm_sentiment/load", {})[0] == 200
-        every_worker_answers(f"{server.url}/v2/models/lstm_sentiment/ready", 200, 60)
+        every_worker_says(server.url, "ready")
 
 
 def test_the_api_on_a_network_address_needs_an_admin_token() -> None:
