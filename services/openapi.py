@@ -106,6 +106,18 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "models": {"type": "object", "additionalProperties": True, "description": "per model: version, state, error"}},
         "required": ["ready"]},
 }
+_REPOSITORY_SCHEMAS: dict[str, Any] = {
+    "V2RepositoryIndexRequest": {"type": "object", "properties": {"ready": {
+        "type": "boolean", "description": "only the models that are ready"}}},
+    "V2RepositoryIndex": {"type": "array", "items": {"type": "object", "required": ["name", "state"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "state": {"type": "string", "enum": ["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]},
+        "reason": {"type": "string"}}}},
+    "V2RepositoryChange": {"type": "object", "properties": {"parameters": {
+        "type": "object", "additionalProperties": True,
+        "description": "load: `version` (a model-store version); `config` and `file:*` are refused (400)"}}},
+    "V2RepositoryDone": {"type": "object", "description": "empty: done"},
+}
 _ERRORS = {
     "400": "bad input (the body or a field: `field` names it)",
     "404": "unknown model or version",
@@ -177,6 +189,12 @@ def _v2_operation(path: str, operation: dict[str, Any]) -> None:
         responses = {**_ok(ready), "503": {"description": "not ready", "content": ready}}
         if path.startswith("/v2/models/"):
             responses.update(_errors(("404",)))
+    elif path.startswith("/v2/repository/"):  # admin: the model repository extension
+        index = path.endswith("/index")
+        body = "V2RepositoryIndexRequest" if index else "V2RepositoryChange"
+        operation["requestBody"] = {"required": False, "content": _json(_ref(body))}
+        answer = _json(_ref("V2RepositoryIndex" if index else "V2RepositoryDone"))
+        responses = {**_ok(answer), **_errors(("400", "404"))}
     elif path == "/v2/health/live":
         responses = _ok(_json(_ref("V2Live")))
     elif path == "/v2":
@@ -222,6 +240,7 @@ def document(bentoml_doc: dict[str, Any]) -> dict[str, Any]:
                  "InternalServerError"):
         schemas.pop(name, None)  # BentoML's and FastAPI's, for answers zooserve never gives
     schemas.update(_SCHEMAS)
+    schemas.update(_REPOSITORY_SCHEMAS)
     for codec in TASKS.values():
         for model in (codec.request_doc, codec.response_doc):
             schema = model.model_json_schema(ref_template=REF + "{model}")

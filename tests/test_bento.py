@@ -27,7 +27,8 @@ from tests.helpers import BIN, ROOT, Server, cached_venv, http_json
 from zoo.vision import example_image
 
 MODELS = "resnet18,lstm_sentiment"
-STORE_NAMES = {"resnet18-onnx", "lstm-sentiment-onnx"}
+# lstm_sentiment is configured int8 at build: its int8 artifact travels beside the fp32 one
+STORE_NAMES = {"resnet18-onnx", "lstm-sentiment-onnx", "lstm-sentiment-onnx-int8"}
 PNG = example_image(300, 200, "PNG")
 
 
@@ -52,8 +53,18 @@ def bento(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     build_home = work / "build-home"
     build_home.mkdir()
     (build_home / "models").symlink_to(small_store / "models")
+    script = (
+        "import zoo; from exporters.export import export\n"
+        "export('lstm_sentiment', precision='int8', overrides=zoo.get('lstm_sentiment').test_overrides,"
+        " progress=lambda m: None)\n"
+    )
+    subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(small_store)},
+                   check=True, timeout=600)  # fmt: skip
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump({"models": {"lstm_sentiment": {"precision": "int8"}}}))
     # offline: pip and uv may not reach an index, so nothing can be installed behind our back
-    bentoml_cli(build_home, "build", ZOOSERVE_MODELS=MODELS, PIP_NO_INDEX="1", UV_OFFLINE="1")
+    bentoml_cli(build_home, "build", ZOOSERVE_MODELS=MODELS, ZOOSERVE_CONFIG=str(config), PIP_NO_INDEX="1",
+                UV_OFFLINE="1")  # fmt: skip
     exported = work / "zooserve.bento"
     bentoml_cli(build_home, "export", "zooserve:latest", str(exported))
     user = work / "user"  # no checkout here
