@@ -816,7 +816,7 @@ V2_JSON_CASES: list[Case] = [
          TOO_LARGE),
     Case("chunked-past-limit", post_chunked(infer_path("resnet50"), V2_BODY_LIMIT + (1 << 20)), (413,), TOO_LARGE),
     # routes, versions
-    Case("route-repository-index", request("POST", "/v2/repository/index", b"{}"), (404,), ("v2",)),
+    Case("route-repository-index", request("POST", "/v2/repository/index", b"{}"), (404,), ("repository api is off",)),
     Case("route-infer-extra-segment", request("POST", "/v2/models/gan_generator/infer/extra", b"{}"), (404, 405),
          ("v2", "method")),
     Case("route-models-list", get("/v2/models"), (404,), ("v2",)),
@@ -1308,8 +1308,10 @@ GRPC_CASES: list[Case] = [
     Case("message-past-64MiB", infer("resnet50", [("pixel_values", "FP32", [112, 3, 224, 224])],
                                      lambda: [bytes(112 * 3 * 224 * 224 * 4)]),
          (grpc.StatusCode.RESOURCE_EXHAUSTED,), ("larger", "max", "limit")),
-    Case("unknown-method", rpc(lambda: b"", "RepositoryIndex", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
+    Case("unknown-method", rpc(lambda: b"", "ModelStatistics", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
          ("method", "not found", "unimplemented")),
+    Case("repository-api-off", rpc(lambda: b"", "RepositoryIndex", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
+         ("repository api is off",)),
     Case("unknown-service", rpc(lambda: b"", "ModelInfer", service="inference.Nope"),
          (grpc.StatusCode.UNIMPLEMENTED,), ("method", "not found", "unimplemented")),
 ]
