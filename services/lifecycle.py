@@ -118,6 +118,8 @@ class Repository:
     # -- applying a change -------------------------------------------------------------------
     async def _apply(self, name: str, loaded: bool, version: str | None) -> ModelRuntime | None:
         """Load (or reload) or unload `name` in this worker; the runtime now serving it."""
+        if self.hub.initial_load is not None:  # start-up loads first: a change never races them
+            await asyncio.wait([self.hub.initial_load])
         try:
             return await self._change(name, loaded, version)
         finally:
@@ -199,7 +201,7 @@ class Repository:
 
     async def follow(self) -> None:
         """Apply the changes other workers made (and, at start, those made before a restart)."""
-        if self.hub.initial_load is not None:  # the configured models first: no second load beside them
+        if self.hub.initial_load is not None:  # compare with what start-up loaded, once it has
             await asyncio.wait([self.hub.initial_load])
         while True:
             state = self._read()
