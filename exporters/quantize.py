@@ -171,16 +171,22 @@ def quantize_one(candidate: Candidate, source: Path, out: Path, calib: list[Batc
     return out
 
 
-def seconds_per_batch(runner: OrtRunner, batch: Batch, budget_s: float) -> float:
-    """Median seconds of one batch over about `budget_s` (after one warm-up run)."""
+def batch_times(runner: OrtRunner, batch: Batch, budget_s: float, at_least: int) -> list[float]:
+    """Seconds of each run of one batch over about `budget_s` (at least `at_least` runs),
+    after one warm-up run; `zoo tune` times its cells with it too."""
     runner.run(batch)
     times: list[float] = []
     end = time.perf_counter() + budget_s
-    while len(times) < 3 or time.perf_counter() < end:
+    while len(times) < at_least or time.perf_counter() < end:
         start = time.perf_counter()
         runner.run(batch)
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def seconds_per_batch(runner: OrtRunner, batch: Batch, budget_s: float) -> float:
+    """Median seconds of one batch over about `budget_s` (after one warm-up run)."""
+    return float(np.median(batch_times(runner, batch, budget_s, 3)))
 
 
 # -- the certificate ----------------------------------------------------------------------------

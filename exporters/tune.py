@@ -16,13 +16,13 @@ cost (at most +25% on that batch's latency).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporters.quantize import batch_times
 from zoo import get
 from zoo.api import collate
 from zoo.artifact import find, store_name
@@ -55,14 +55,7 @@ def stored_precisions(name: str) -> dict[str, Any]:
 
 def measure(path: Path, batch: dict[str, np.ndarray], threads: int, seconds: float) -> tuple[float, float]:
     """(p50, p99) seconds of one batch over about `seconds`, after a warm-up run."""
-    runner = OrtRunner(path, threads=threads)
-    runner.run(batch)
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(times) < 5 or time.perf_counter() < end:
-        start = time.perf_counter()
-        runner.run(batch)
-        times.append(time.perf_counter() - start)
+    times = batch_times(OrtRunner(path, threads=threads), batch, seconds, 5)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
