@@ -102,6 +102,8 @@ def identity(
         ident["cpu"] = cpu_info()
         ident["calibration"] = hash_path(Path(calibration or PHOTOS)) if plugin.spec.int8.method == "static" else None
         ident["libraries"]["onnxruntime"] = store.library_versions("onnxruntime")["onnxruntime"]
+        here = Path(__file__).parent  # the recipe: a changed quantizer makes another artifact
+        ident["quantizer"] = [hash_path(here / f) for f in ("quantize.py", "bias_correction.py")]
     return ident
 
 

@@ -75,10 +75,19 @@ def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: st
     choice, cert = art.metadata["quantization"], art.metadata["certificate"]
     assert choice["source"].startswith("int8-resnet-onnx:")
     assert find("int8-resnet-onnx", choice["source"].split(":")[1]) is not None  # stored beside fp32
-    tried = {(c["format"], c["activation"]) for c in choice["candidates"]}
-    assert tried == {("QDQ", "uint8"), ("QOperator", "uint8"), ("QDQ", "int8")}
-    fastest = min(choice["candidates"], key=lambda c: c["ms"])
-    assert (choice["format"], choice["activation"]) == (fastest["format"], fastest["activation"])
+    tried = {(c["format"], c["activation"], c["weights"]) for c in choice["candidates"]}
+    assert tried == {("QDQ", "uint8", "int8"), ("QOperator", "uint8", "int8"), ("QDQ", "int8", "int8"),
+                     ("QDQ", "uint8", "int7")}
+    assert all(set(c["figures"]) == set(cert["figures"]) for c in choice["candidates"])  # each one certified
+    passing = [c for c in choice["candidates"] if c["passed"]]
+    chosen = (choice["format"], choice["activation"], choice["weights"])
+    if passing:
+        fastest = min(passing, key=lambda c: c["ms"])
+        assert chosen == (fastest["format"], fastest["activation"], fastest["weights"])
+        assert choice["chosen_by"] == "fastest passing the thresholds"
+    else:
+        assert choice["chosen_by"] == "none passed: the most accurate"
+    assert choice["bias_correction"]["int8"] == choice["bias_correction"]["int7"] > 10  # every conv, and the fc
     assert set(cert["figures"]) == {"top1_agreement", "top5_agreement", "cosine_mean", "cosine_min"}
     assert cert["held_out"] == 64 and cert["calibration_items"] == 32 and "crops" in cert["inputs"]
     assert cert["figures"]["cosine_mean"] > 0.9, cert  # int8 tracks fp32 on real photographs

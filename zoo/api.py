@@ -114,6 +114,7 @@ class Int8Spec:
     psnr_output: str = "image"
     calibration_items: int = 32  # inputs run through the fp32 model to set activation ranges
     held_out_items: int = 64  # other inputs, never calibrated on, for the certificate
+    bias_correction: bool = True  # static: biases absorb the mean shift of rounded weights
 
 
 @dataclass(frozen=True)

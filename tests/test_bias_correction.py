@@ -1,0 +1,91 @@
+"""int8 recipe parts: bias correction through ORT's real quantizer, and how a candidate is chosen."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from exporters.bias_correction import correct_biases, weight_error
+from exporters.quantize import Candidate, Tried, pick
+
+CHANNELS = 16
+
+
+def depthwise_model(path: Path) -> None:
+    """x -> depthwise 3x3 conv -> y: nine weights a channel, where rounding shifts means most."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0.0, 1.0, (CHANNELS, 1, 3, 3)).astype(np.float32)
+    weight[:, 0, 0, 0] = 8.0  # an outlier per channel: a coarse grid for the other eight weights
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=CHANNELS, pads=[1, 1, 1, 1])],
+        "depthwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, CHANNELS, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, CHANNELS, 12, 12])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), "b")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+
+
+def batches(seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)  # inputs with a mean far from zero, as after a ReLU6
+    return [{"x": rng.uniform(2.0, 6.0, (4, CHANNELS, 12, 12)).astype(np.float32)} for _ in range(4)]
+
+
+def quantized_means(source: Path, out: Path, calib: list[dict[str, np.ndarray]]) -> np.ndarray:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calib)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    with contextlib.chdir(out.parent):
+        quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return run_means(out)
+
+
+def run_means(path: Path) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.mean([session.run(["y"], b)[0].mean(axis=(0, 2, 3)) for b in batches(seed=1)], axis=0)
+
+
+def test_bias_correction_cancels_the_mean_shift_of_rounded_weights(tmp_path: Path) -> None:
+    fp32 = tmp_path / "fp32.onnx"
+    depthwise_model(fp32)
+    reference = run_means(fp32)
+    plain = quantized_means(fp32, tmp_path / "plain.onnx", batches(seed=0))
+    assert correct_biases(fp32, tmp_path / "corrected.onnx", batches(seed=0)) == 1
+    corrected = quantized_means(tmp_path / "corrected.onnx", tmp_path / "int8.onnx", batches(seed=0))
+    before, after = np.abs(plain - reference).mean(), np.abs(corrected - reference).mean()
+    assert before > 0.01, before  # the outliers make the rounding visible in the means
+    assert after < before / 4, (before, after)  # measured on held-out inputs (seed 1), not calibration
+
+
+def test_weight_grid_is_ort_per_channel_symmetric() -> None:
+    weight = np.array([[1.0, -0.5, 0.26], [2.0, 0.0, -2.0]], np.float32)
+    error = weight_error(weight, 127)
+    assert np.allclose(error[1], 0.0)  # on the grid already: max|w| and 0
+    assert np.allclose(weight + error, np.round(weight / (np.abs(weight).max(1, keepdims=True) / 127))
+                       * np.abs(weight).max(1, keepdims=True) / 127)
+    assert np.abs(weight_error(weight, 64)).max() > np.abs(error).max()  # reduce_range: a coarser grid
+
+
+def tried(seconds: float, index: int, passed: bool, top1: float) -> Tried:
+    cert = {"passed": passed, "failed": [] if passed else ["top1_agreement"],
+            "thresholds": {"top1_agreement": 0.98}, "figures": {"top1_agreement": top1}}
+    return Tried(seconds, index, Path(f"c{index}.onnx"), Candidate("static", "QDQ", "uint8"), cert)
+
+
+def test_the_fastest_candidate_that_passes_wins_else_the_most_accurate() -> None:
+    saturating, exact, slow = tried(0.010, 0, False, 0.68), tried(0.012, 1, True, 0.99), tried(0.02, 2, True, 1.0)
+    assert pick([saturating, exact, slow]) is exact  # faster but wrong is not a speed-up
+    near = tried(0.015, 3, False, 0.87)
+    assert pick([saturating, near]) is near  # none passes: the closest to the spec, for the report and the gate
