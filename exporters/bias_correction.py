@@ -13,7 +13,7 @@ E[x] comes from the calibration batches through the fp32 graph, reduced inside O
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,9 @@ def shift(node: Any, weight: np.ndarray, mean_in: np.ndarray, levels: int) -> np
     return (err.reshape(group, per_group, -1) * means[:, None, :]).sum(-1).reshape(-1)
 
 
-def correct_biases(source: Path, dest: Path, batches: Sequence[Batch], reduce_range: bool = False) -> int:
-    """Write `source` with corrected biases to `dest`; return how many layers were corrected."""
+def correct_biases(source: Path, batches: Sequence[Batch], dests: Mapping[bool, Path]) -> int:
+    """Write `source` with corrected biases to each `dests[reduce_range]` (one fp32 pass over
+    `batches` serves every weight range); return how many layers were corrected."""
     import onnx
     from onnx import numpy_helper
 
@@ -95,11 +96,12 @@ def correct_biases(source: Path, dest: Path, batches: Sequence[Batch], reduce_ra
     initializers = {i.name: i for i in model.graph.initializer}
     layers = _weight_layers(model.graph, initializers)
     means = input_means(model, layers, batches)
-    levels = 64 if reduce_range else 127  # ORT's symmetric int8 range, or its reduced one
-    for node in layers:
-        weight = numpy_helper.to_array(initializers[node.input[1]])
-        bias = initializers[node.input[2]]
-        corrected = numpy_helper.to_array(bias) - shift(node, weight, means[node.input[0]], levels)
-        bias.CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), bias.name))
-    onnx.save(model, str(dest))
+    biases = {n.input[2]: numpy_helper.to_array(initializers[n.input[2]]).copy() for n in layers}
+    for reduce_range, dest in dests.items():
+        levels = 64 if reduce_range else 127  # ORT's symmetric int8 range, or its reduced one
+        for node in layers:
+            weight = numpy_helper.to_array(initializers[node.input[1]])
+            corrected = biases[node.input[2]] - shift(node, weight, means[node.input[0]], levels)
+            initializers[node.input[2]].CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), node.input[2]))
+        onnx.save(model, str(dest))
     return len(layers)

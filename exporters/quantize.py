@@ -290,18 +290,17 @@ def quantize_artifact(
     reference = [fp32_runner.run(b) for b in held]
     timing_batch = collate((held_rows * TIMING_BATCH)[:TIMING_BATCH], plugin.spec)
     fp32_s = seconds_per_batch(fp32_runner, timing_batch, timing_s)
-    sources: dict[str, tuple[Path, int]] = {}  # weight range -> (graph to quantize, layers corrected)
+    candidates = STATIC if spec.method == "static" else DYNAMIC
+    sources = {c.weights: prepared for c in candidates}  # weight range -> the graph to quantize
+    corrected = 0
+    if spec.method == "static" and spec.bias_correction:
+        sources = {w: scratch / f"corrected-{w}.onnx" for w in sources}
+        corrected = correct_biases(prepared, calib, {w == "int7": path for w, path in sources.items()})
     tried: list[Tried] = []
-    for index, candidate in enumerate(STATIC if spec.method == "static" else DYNAMIC):
+    for index, candidate in enumerate(candidates):
         progress(f"{plugin.name}: int8 {candidate.method} {candidate.label}")
-        if candidate.weights not in sources:
-            sources[candidate.weights] = (prepared, 0)
-            if spec.method == "static" and spec.bias_correction:
-                corrected = scratch / f"corrected-{candidate.weights}.onnx"
-                layers = correct_biases(prepared, corrected, calib, reduce_range=candidate.weights == "int7")
-                sources[candidate.weights] = (corrected, layers)
         with contextlib.chdir(scratch):
-            path = quantize_one(candidate, sources[candidate.weights][0], scratch / f"candidate{index}.onnx", calib)
+            path = quantize_one(candidate, sources[candidate.weights], scratch / f"candidate{index}.onnx", calib)
         runner = OrtRunner(path)
         cert = certificate(spec, reference, [runner.run(b) for b in held])
         tried.append(Tried(seconds_per_batch(runner, timing_batch, timing_s), index, path, candidate, cert))
@@ -322,7 +321,7 @@ def quantize_artifact(
         ],
         "chosen_by": "fastest passing the thresholds" if best.cert["passed"] else "none passed: the most accurate",
         "speedup": round(fp32_s / best.seconds, 3),
-        "bias_correction": {w: layers for w, (_, layers) in sources.items() if layers},
+        "bias_corrected_layers": corrected,
         "source": fp32.tag,
         "calibration": source_desc if spec.method == "static" else "none (dynamic)",
     }

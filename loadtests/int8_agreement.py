@@ -98,7 +98,7 @@ def breakdown(int8: Any, weights: Any) -> list[str]:
     held, calib = batches(held_rows, plugin), batches(calib_rows, plugin)
     scratch = Path(tempfile.mkdtemp())
     with contextlib.chdir(scratch):
-        correct_biases(prepare(source.runnable, scratch), scratch / "corrected.onnx", calib)
+        correct_biases(prepare(source.runnable, scratch), calib, {False: scratch / "corrected.onnx"})
         qdq = quantize_one(STATIC[0], scratch / "corrected.onnx", scratch / "qdq.onnx", calib)
 
     def logits(path: Any, optimized: bool) -> Any:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from exporters.bias_correction import correct_biases, weight_error
-from exporters.quantize import Candidate, Tried, pick
+from exporters.quantize import STATIC, Candidate, Tried, pick, quantize_one
 
 CHANNELS = 16
 
@@ -37,18 +37,8 @@ def batches(seed: int) -> list[dict[str, np.ndarray]]:
 
 
 def quantized_means(source: Path, out: Path, calib: list[dict[str, np.ndarray]]) -> np.ndarray:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(calib)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    with contextlib.chdir(out.parent):
-        quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with contextlib.chdir(out.parent):  # the export's own QDQ/uint8/int8 candidate, through ORT's quantizer
+        quantize_one(STATIC[0], source, out, calib)
     return run_means(out)
 
 
@@ -62,7 +52,7 @@ def test_bias_correction_cancels_the_mean_shift_of_rounded_weights(tmp_path: Pat
     depthwise_model(fp32)
     reference = run_means(fp32)
     plain = quantized_means(fp32, tmp_path / "plain.onnx", batches(seed=0))
-    assert correct_biases(fp32, tmp_path / "corrected.onnx", batches(seed=0)) == 1
+    assert correct_biases(fp32, batches(seed=0), {False: tmp_path / "corrected.onnx"}) == 1
     corrected = quantized_means(tmp_path / "corrected.onnx", tmp_path / "int8.onnx", batches(seed=0))
     before, after = np.abs(plain - reference).mean(), np.abs(corrected - reference).mean()
     assert before > 0.01, before  # the outliers make the rounding visible in the means
