@@ -56,12 +56,11 @@ def input_means(model: Any, layers: Sequence[Any], batches: Sequence[Batch]) -> 
         wanted[x] = out
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = list(wanted.values())
-    totals = [np.zeros(0)] * len(outputs)
+    totals: list[Any] = [0.0] * len(outputs)  # per-channel sums, weighted by batch size
     count = 0
     for batch in batches:
         size = len(next(iter(batch.values())))
-        got = session.run(outputs, dict(batch))
-        totals = [t + g * size if t.size else g * size for t, g in zip(totals, got, strict=True)]
+        totals = [t + g * size for t, g in zip(totals, session.run(outputs, dict(batch)), strict=True)]
         count += size
     return {x: total / count for x, total in zip(wanted, totals, strict=True)}
 

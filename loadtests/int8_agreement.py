@@ -88,7 +88,7 @@ def breakdown(int8: Any, weights: Any) -> list[str]:
     import onnxruntime as ort
 
     from exporters.bias_correction import correct_biases
-    from exporters.quantize import STATIC, batches, input_sets, prepare, quantize_one
+    from exporters.quantize import STATIC, Candidate, batches, input_sets, prepare, quantize_one
     from zoo import create
     from zoo.artifact import find
 
@@ -116,7 +116,7 @@ def breakdown(int8: Any, weights: Any) -> list[str]:
     n, c = len(ref), int(confident.sum())
     lines = []
     choice = int8.metadata["quantization"]
-    stored = f"{choice['format']}/{choice['activation']}/{choice['weights']}"
+    stored = Candidate(*(choice[k] for k in ("method", "format", "activation", "weights"))).label
     for what, got in ((f"stored {stored}, this CPU's kernels", served), ("QDQ/uint8/int8, exact arithmetic", exact)):
         agree = got.argmax(1) == ref.argmax(1)
         lines.append(f"EfficientNet-Lite0 int8 vs fp32 top-1, {what}: {agree.sum()} of {n} held-out crops "
