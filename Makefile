@@ -44,8 +44,10 @@ tools:
 test: install tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# ruff, and the import contracts of pyproject.toml (the layers: tests/test_layout.py runs them too).
 lint: install
 	$(BIN)/ruff check zoo exporters services loadtests tests
+	$(BIN)/lint-imports
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:
@@ -54,7 +56,7 @@ lock:
 	{ echo "# Every package of '.[export,gpu,dev]' pinned exactly; make installs with -c constraints.txt."; \
 	  echo "# Regenerate: make lock"; /tmp/zooserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e'; \
 	  echo "setuptools==84.2.1"; echo "pip==23.2.1"; } > constraints.txt
-	/tmp/zooserve-lock/bin/python -m services.serve_requirements
+	/tmp/zooserve-lock/bin/python -m services.bento.requirements
 
 # A Locust scenario headless (CSV, HTML report, PNG plots in results/loadtest/); see README.
 loadtest: export

@@ -8,15 +8,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporters.export import export
 from exporters.importing import add_parser as add_import_parser
 from exporters.listing import print_info, print_list
+from exporters.tune import tune
+from zoo import backends
 from zoo.imported import register_stored
 from zoo.registry import UnknownModel, get, list_models
 
 
 def _export(args: argparse.Namespace) -> None:
-    from exporters.export import export
-
     names = list_models() if args.all else [args.name]
     if not args.all:
         get(args.name)  # fail on an unknown name before any heavy import
@@ -39,8 +40,6 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from exporters.tune import tune
-
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     threads = tuple(int(t) for t in args.threads.split(",")) if args.threads else None
     tune(args.name, args.p99_ms, args.write, sizes, threads, args.seconds)
@@ -51,26 +50,40 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="registered models").set_defaults(run=print_list)
     info = commands.add_parser("info", help="a model's tasks, config and export spec")
-    info.add_argument("name")
+    info.add_argument("name", help="a registered model (zoo list)")
     info.add_argument("--weights", help="as for export: a local path, torchvision:MEMBER or hf:ORG/NAME[@REV]")
     info.set_defaults(run=print_info)
     exp = commands.add_parser("export", help="export into the BentoML model store (skips what is there)")
-    exp.add_argument("name", nargs="?")
+    exp.add_argument("name", nargs="?", help="the model to export (or --all)")
     exp.add_argument("--all", action="store_true", help="every registered model, default config")
     exp.add_argument("--if-missing", action="store_true", help="the default; kept for readability")
     exp.add_argument("--force", action="store_true", help="export again even if the same content is stored")
-    exp.add_argument("--format", choices=["onnx", "tensorrt", "torch"], default="onnx")
+    exp.add_argument(
+        "--format",
+        choices=backends.formats(),
+        default="onnx",
+        help="the artifact: onnx (ONNX Runtime), tensorrt (an engine built from the onnx one, CUDA), or torch "
+        "(a state dict for the torch backend); default onnx",
+    )
     exp.add_argument("--weights", help="a local file or folder, torchvision:MEMBER, or hf:ORG/NAME[@REVISION]")
     exp.add_argument("--pretrained", action="store_true", help="each model's official pretrained weights")
-    exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32")
+    exp.add_argument(
+        "--precision",
+        choices=backends.precisions(),
+        default="fp32",
+        help="fp32 (default); int8: a quantized onnx artifact with an accuracy certificate (ONNX Runtime on CPU); "
+        "fp16: a TensorRT engine (torch halves fp32 weights at load instead)",
+    )
     exp.add_argument("--calibration", help="int8: a folder of your own JPEG/PNG photos to calibrate on")
     exp.set_defaults(run=_export)
     add_import_parser(commands)
     tun = commands.add_parser("tune", help="measure batch size x threads x precision; print the best config")
-    tun.add_argument("name")
+    tun.add_argument("name", help="an exported model")
     tun.add_argument("--p99-ms", type=float, help="latency budget per row (estimate; see exporters/tune.py)")
     tun.add_argument("--write", type=Path, help="merge the chosen settings into this ZOOSERVE_CONFIG file")
-    tun.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    tun.add_argument(
+        "--batch-sizes", default="1,2,4,8,16,32", help="comma-separated batch sizes to measure (default 1,2,4,8,16,32)"
+    )
     tun.add_argument("--threads", help="intra-op thread counts to try, e.g. 1,2 (default: 1..cores)")
     tun.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
     tun.set_defaults(run=_tune)

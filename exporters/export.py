@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from exporters.onnx import export_onnx
+from exporters.quantize import PHOTOS, quantize_artifact
+from exporters.tensorrt import build_engine, engine_identity
 from zoo import artifact as store
-from zoo import create
-from zoo.api import Plugin
-from zoo.artifact import FORMATS, RUNNABLE, Format
+from zoo import backends, create
+from zoo.api import Plugin, hash_path
+from zoo.artifact import RUNNABLE, Format
+from zoo.cpu import cpu_info
 
 Precision = Literal["fp32", "fp16", "int8"]
 Progress = Callable[[str], None]
@@ -91,14 +95,8 @@ def identity(
         "libraries": store.library_versions("torch", "torchvision", "transformers", "onnx", "onnxscript"),
     }
     if fmt == "tensorrt":
-        from exporters.tensorrt import engine_identity
-
         ident["engine"] = engine_identity()
     if precision == "int8":  # the format is chosen by timing on this CPU; calibration decides ranges
-        from exporters.quantize import PHOTOS
-        from zoo.api import hash_path
-        from zoo.runners import cpu_info
-
         ident["cpu"] = cpu_info()
         ident["calibration"] = hash_path(Path(calibration or PHOTOS)) if plugin.spec.int8.method == "static" else None
         ident["libraries"]["onnxruntime"] = store.library_versions("onnxruntime")["onnxruntime"]
@@ -118,14 +116,7 @@ def export(
     calibration: str | Path | None = None,
 ) -> ExportResult:
     """Export `name` unless an artifact of the same content is stored already."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
-    if precision == "int8" and fmt != "onnx":
-        raise ValueError("int8 applies to ONNX (ONNX Runtime on CPU): use --format onnx")
-    if precision == "fp16" and fmt == "onnx":
-        raise ValueError("fp16 applies to TensorRT engines (and torch on CUDA at serving); ONNX stays fp32")
+    backends.check_export(fmt, precision)
     plugin = create(name, weights=weights, **dict(overrides or {}))
     started = time.perf_counter()
     progress(f"{name}: building the torch module ({plugin.weights_source()})")
@@ -177,13 +168,9 @@ def _build(
     # int8 and engines are made from the fp32 ONNX artifact of the same weights and config.
     weights = plugin.source.ref if plugin.source is not None else plugin.weights
     if precision == "int8":
-        from exporters.quantize import quantize_artifact
-
         onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
         return {"parity": None, **quantize_artifact(plugin, onnx.artifact, work, progress, calibration)}
     if fmt == "onnx":
-        from exporters.onnx import export_onnx
-
         report = export_onnx(plugin, work, progress, module)
         progress(f"{plugin.name}: parity max abs {report.max_abs:.3g}, max rel {report.max_rel:.3g}")
         return {"parity": report.to_dict()}
@@ -193,7 +180,5 @@ def _build(
         plugin.write_assets(work)
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / RUNNABLE["torch"]))
         return {"parity": None}
-    from exporters.tensorrt import build_engine
-
     onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
     return {"parity": build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()}

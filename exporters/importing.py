@@ -24,6 +24,7 @@ from typing import Any
 from exporters.onnx_graph import NotImportable, append_pooling, opset, read_graph, tensors
 from zoo import artifact as store
 from zoo.api import BATCH, SEQUENCE, Dim, TensorSpec, collate, hash_path
+from zoo.backends.onnxruntime import OrtRunner
 from zoo.imported import IMPORT_TASKS, TEXT_INPUTS, ImageInput, ImportedConfig, TextInput, imported_class
 from zoo.registry import UnknownModel, get
 from zoo.text import LABELS_FILE, TOKENIZER_FILE
@@ -241,8 +242,6 @@ def _measured(model: Any, latent: tuple[str, str, list[Dim]], output: str) -> tu
 
 def _smoke(config: ImportedConfig, name: str, work: Path) -> None:
     """Run the task's example items through the processor and ONNX Runtime, as serving will."""
-    from zoo.runners import OrtRunner
-
     plugin = imported_class(name, config)()
     processor = plugin.processor(work)
     try:
@@ -341,16 +340,24 @@ def add_parser(commands: Any) -> None:
     imp = commands.add_parser("import", help="an ONNX file exported elsewhere, with its task's processing as data")
     imp.add_argument("name", help="the name it is served under (not a built-in model's)")
     imp.add_argument("file", help="the .onnx file")
-    imp.add_argument("--task", required=True, choices=IMPORT_TASKS)
+    imp.add_argument("--task", required=True, choices=IMPORT_TASKS, help="what the model does; none: tensors only")
     image = imp.add_argument_group("classify")
     image.add_argument("--resize", type=int, help="short side before the crop (default crop/0.875)")
     image.add_argument("--crop", type=int, help="square crop (default: the graph's input size, else 224)")
     image.add_argument("--mean", help="three comma-separated numbers (default ImageNet's)")
     image.add_argument("--std", help="three comma-separated numbers (default ImageNet's)")
-    image.add_argument("--interpolation", choices=["bilinear", "bicubic"], default="bilinear")
+    image.add_argument(
+        "--interpolation", choices=["bilinear", "bicubic"], default="bilinear", help="resize filter (default bilinear)"
+    )
     image.add_argument("--layout", choices=["NCHW", "NHWC"], help="default: the axis of size 3")
     image.add_argument("--input-scale", type=float, default=1.0, help="pixels span [0, scale] before mean/std")
-    image.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=True, help="the output is logits")
+    image.add_argument(
+        "--softmax",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--softmax (default): the output is logits, scores are their softmax; "
+        "--no-softmax: the output is probabilities already, used as they are",
+    )
     imp.add_argument("--labels", help="a JSON list or one label per line (classify, sentiment)")
     text = imp.add_argument_group("sentiment, embed")
     text.add_argument("--tokenizer", help="the model's tokenizer.json")

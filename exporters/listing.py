@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from zoo import backends
+from zoo.api import Plugin
+from zoo.artifact import find, store_name
 from zoo.plugins import failures
 from zoo.registry import create, list_models, origin
 
@@ -35,16 +38,26 @@ def print_info(args: argparse.Namespace) -> None:
         "opset": spec.opset,
         "exporter": spec.exporter,
         "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
-        "tensorrt_profile": {k: vars(v) for k, v in spec.trt_profile.items()},
+        "backends": runs_on(plugin),
         "int8": stored_int8(args.name),
     }
     print(json.dumps(info, indent=2))
 
 
+def runs_on(plugin: Plugin[Any]) -> dict[str, Any]:
+    """Every registered backend that runs one of the plugin's formats: where, and whether here."""
+    found = {}
+    for name in backends.names():
+        backend = backends.get(name)
+        if backend.format_for(plugin.formats) is None:
+            continue
+        limits = {k: vars(v) for k, v in backend.shape_limits(plugin.spec).items()}
+        found[name] = {**backend.describe(), **({"shape_limits": limits} if limits else {})}
+    return found
+
+
 def stored_int8(name: str) -> dict[str, Any]:
     """The stored int8 artifact's choice and certificate (read from the store), if exported."""
-    from zoo.artifact import find, store_name
-
     found = find(store_name(name, "onnx", "int8"))
     if found is None:
         return {"stored": None, "hint": f"zoo export {name} --precision int8"}

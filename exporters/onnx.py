@@ -19,7 +19,8 @@ from typing import Any
 from exporters.parity import compare, parity_batches
 from zoo.api import BATCH, Batch, ExportSpec, Plugin, collate
 from zoo.artifact import RUNNABLE, ParityReport
-from zoo.runners import OrtRunner, TorchRunner
+from zoo.backends.onnxruntime import OrtRunner
+from zoo.backends.torch import TorchRunner
 
 MODEL_FILE = RUNNABLE["onnx"]
 Progress = Callable[[str], None]

@@ -26,7 +26,8 @@ import numpy as np
 from exporters.bias_correction import correct_biases
 from zoo.api import Batch, Int8Spec, Plugin, Processor, Row, collate, hash_path
 from zoo.artifact import RUNNABLE, Artifact
-from zoo.runners import OrtRunner, cpu_info
+from zoo.backends.onnxruntime import OrtRunner
+from zoo.cpu import cpu_info
 from zoo.vision import ImageProcessor
 
 PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "photos"  # real photographs (CC0/public domain)

@@ -17,7 +17,9 @@ from typing import Any
 from exporters.parity import compare, parity_batches
 from zoo.api import Plugin
 from zoo.artifact import RUNNABLE, Artifact, ParityReport
-from zoo.runners import BackendUnavailable, OrtRunner
+from zoo.backends import BackendUnavailable
+from zoo.backends.onnxruntime import OrtRunner
+from zoo.backends.tensorrt import TensorRTRunner
 
 ENGINE_FILE = RUNNABLE["tensorrt"]
 WORKSPACE_BYTES = 4 << 30
@@ -84,8 +86,6 @@ def build_engine(
     (dest / ENGINE_FILE).write_bytes(bytes(serialized))
     for item in onnx.assets():  # the processor's assets travel with the engine
         shutil.copy2(item, dest / item.name)
-
-    from zoo.tensorrt_runner import TensorRTRunner
 
     engine = TensorRTRunner(dest / ENGINE_FILE, spec)
     reference = OrtRunner(onnx.runnable)

@@ -26,7 +26,8 @@ from exporters.quantize import batch_times
 from zoo import get
 from zoo.api import collate
 from zoo.artifact import find, store_name
-from zoo.runners import OrtRunner, cpu_info, cpu_threads
+from zoo.backends.onnxruntime import OrtRunner
+from zoo.cpu import cpu_info, cpu_threads
 
 DELAY_FRACTION = 0.25
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)

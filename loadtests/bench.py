@@ -6,7 +6,7 @@ One run, over the models exported in $BENTOML_HOME (`make export` first):
    own process, before any server starts): backend rows/s at batch sizes 1..N with the
    server's backend class and threads, the pipeline including preprocessing, matmul GFLOP/s;
 2. three servers on loopback: zooserve, the same with `max_batch_size=1` and no queue delay
-   (unbatched), and BentoML's `batchable=True` over the same artifacts (services/baseline.py);
+   (unbatched), and BentoML's `batchable=True` over the same artifacts (loadtests/baseline.py);
 3. per model, payload and concurrency, steps in turn (so drift hits all alike): the task
    endpoint on each server, then v2 HTTP binary and v2 gRPC on zooserve, each driven by k6
    (one Go process, closed loop) with /metrics scraped around it for the stage breakdown;
@@ -38,7 +38,7 @@ from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
 from loadtests.servers import BIN, ROOT, Server, http_json
-from zoo.runners import cpu_info
+from zoo.cpu import cpu_info
 
 BENCH_MODELS = ("resnet50", "bert", "lstm_sentiment", "gan_generator")
 QUICK_LABELS = {"bert": "tokens-128", "lstm_sentiment": "tokens-16"}
@@ -103,7 +103,7 @@ def start_servers(
     unbatched = work / "unbatched.yaml"
     unbatched.write_text(yaml.safe_dump(UNBATCHED))
     joined = ",".join(models)
-    baseline = [str(BIN / "bentoml"), "serve", "services.baseline:Baseline", "--host", "127.0.0.1", "--port", "{port}"]
+    baseline = [str(BIN / "bentoml"), "serve", "loadtests.baseline:Baseline", "--host", "127.0.0.1", "--port", "{port}"]
     servers = {
         "ours": Server({"ZOOSERVE_MODELS": joined}, home),
         "unbatched": Server({"ZOOSERVE_MODELS": joined, "ZOOSERVE_CONFIG": str(unbatched)}, home),

@@ -1,6 +1,6 @@
 """Our batcher against BentoML's `batchable=True`: same model, artifact, backend and load.
 
-Starts `services.service:ZooServe` and `services.baseline:Baseline` over the current
+Starts `services.bento.service:ZooServe` and `loadtests.baseline:Baseline` over the current
 BENTOML_HOME (run `make export` first), drives each with the same closed-loop HTTP load from
 a separate process, alternating the two servers at each step so drift hits both, and prints
 throughput and latency with the ratio ours / BentoML.  Figures are only comparable within
@@ -59,7 +59,7 @@ def load(url: str, body: dict[str, Any], concurrency: int, duration: float, work
 
 
 def start(kind: str, model: str, home: Path, env: dict[str, str]) -> Server:
-    service = "services.service:ZooServe" if kind == "zooserve" else "services.baseline:Baseline"
+    service = "services.bento.service:ZooServe" if kind == "zooserve" else "loadtests.baseline:Baseline"
     command = [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", "{port}"]
     server = Server({"ZOOSERVE_MODELS": model, **env}, home, command=command)
     server.wait_ready(timeout=300)

@@ -1,6 +1,6 @@
 """The limit of this machine: what a model does in-process, with no server in the way.
 
-Uses the server's own code path and settings: `services.model.load_from_store` (so
+Uses the server's own code path and settings: `services.runtime.model.load_from_store` (so
 `OrtRunner` with the same intra-op threads and no spinning), the plugin's processor,
 `collate`/`split`, and the task table's JSON encoding of each result.  For each model and fixed payload it measures
 
@@ -76,8 +76,8 @@ class Limit:
 
     def __init__(self, model: str) -> None:
         from services.config import load_settings
-        from services.model import load_from_store
-        from zoo.runners import cpu_threads
+        from services.runtime.model import load_from_store
+        from zoo.cpu import cpu_threads
 
         env = {**os.environ, "ZOOSERVE_MODELS": model}
         self.settings = load_settings(env)
@@ -98,7 +98,7 @@ class Limit:
             rows = [self.processor.preprocess(item) for item in items]
         else:
             rows = list(self.pool.map(self.processor.preprocess, items))
-        from services.tasks import TASKS
+        from services.api.tasks import TASKS
 
         codec = TASKS[task]
         options = codec.read_options({})
@@ -160,7 +160,7 @@ def serve(model: str) -> None:
 def run(models: Sequence[str], sizes: Sequence[int], seconds: float, labels: Sequence[str] = ()) -> dict[str, Any]:
     """The limit of every model (only `labels` where given), plus the machine."""
     from zoo import get
-    from zoo.runners import cpu_threads
+    from zoo.cpu import cpu_threads
 
     result: dict[str, Any] = {
         "machine": machine(),

@@ -20,7 +20,7 @@ import json
 from typing import Any, ClassVar
 
 from zoo import ExportSpec, ImageClassifier, classifier_config, register
-from zoo.runners import cpu_info
+from zoo.cpu import cpu_info
 
 
 class EfficientNetLite0(ImageClassifier):

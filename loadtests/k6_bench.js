@@ -48,7 +48,7 @@ let client;
 let request;
 if (PROTOCOL === 'grpc') {
   client = new grpc.Client();
-  client.load([__ENV.PROTO_DIR || 'services/proto'], 'open_inference_grpc.proto');
+  client.load([__ENV.PROTO_DIR || 'services/api/proto'], 'open_inference_grpc.proto');
   request = JSON.parse(open(__ENV.BODY));
 } else {
   body = open(__ENV.BODY, 'b');

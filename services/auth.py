@@ -177,7 +177,7 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
 
 
 class HttpGuard:
-    """The front door's token check (services/health.py): answers the 401 itself.  `admin`
+    """The front door's token check (services/bento/front_door.py): answers the 401 itself.  `admin`
     (when it holds a token) guards the repository routes instead of `store`."""
 
     def __init__(self, store: TokenStore, count: Callable[[], None], admin: TokenStore | None = None) -> None:

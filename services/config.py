@@ -24,11 +24,11 @@ from typing import Any
 
 import yaml
 
+from services.packed import bento_models
+from zoo import backends, list_models
 from zoo.api import InputLimits
-
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "int8")
+from zoo.imported import register_stored
+from zoo.plugins import failures
 
 
 class ConfigError(ValueError):
@@ -70,8 +70,8 @@ class Batching:
         strangers = sorted(set(self.traffic) - set(self.versions))
         if self.versions and strangers:
             raise ConfigError(f"traffic names versions not in versions: {strangers}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in backends.precisions():
+            raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(backends.precisions())}")
         if self.intra_op_threads < 0:
             raise ConfigError("intra_op_threads must be >= 0 (0: every core)")
         if self.max_batch_size < 1:
@@ -142,11 +142,6 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 def served_models(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """ZOOSERVE_MODELS; unset: the models a bento carries, or outside a bento every zoo model."""
-    from services.bento_models import bento_models
-    from zoo import list_models
-    from zoo.imported import register_stored
-    from zoo.plugins import failures
-
     env = os.environ if env is None else env
     register_stored()  # models `zoo import` put in the store are known by name too
     known = list_models()
@@ -174,12 +169,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     models = served_models(env)
     backend = env.get("ZOOSERVE_BACKEND", data.get("backend", "onnxruntime"))
     device = env.get("ZOOSERVE_DEVICE", data.get("device", "cpu"))
-    if backend not in BACKENDS:
-        raise ConfigError(f"ZOOSERVE_BACKEND={backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in DEVICES:
-        raise ConfigError(f"ZOOSERVE_DEVICE={device!r}; choose one of {', '.join(DEVICES)}")
-    if backend == "tensorrt" and device != "cuda":
-        raise ConfigError("ZOOSERVE_BACKEND=tensorrt needs ZOOSERVE_DEVICE=cuda")
+    if backend not in backends.names():
+        raise ConfigError(f"ZOOSERVE_BACKEND={backend!r}; choose one of {', '.join(backends.names())}")
+    if device not in backends.devices():
+        raise ConfigError(f"ZOOSERVE_DEVICE={device!r}; choose one of {', '.join(backends.devices())}")
+    if device not in backends.get(backend).devices:
+        runs_on = ", ".join(backends.get(backend).devices)
+        raise ConfigError(f"ZOOSERVE_BACKEND={backend} needs ZOOSERVE_DEVICE={runs_on}, not {device}")
     precision = env.get("ZOOSERVE_PRECISION") or data.get("precision") or _deprecated_fp16(env, data)
     defaults = {"precision": precision, **(data.get("defaults") or {})}
     per_model = data.get("models") or {}
@@ -244,14 +240,10 @@ def _deprecated_fp16(env: Mapping[str, str], data: Mapping[str, Any]) -> str:
 
 
 def _check_precision(name: str, precision: str, backend: str, device: str) -> None:
-    if precision == "int8" and backend != "onnxruntime":
-        raise ConfigError(
-            f"models.{name}: precision int8 runs on ONNX Runtime only, not ZOOSERVE_BACKEND={backend}"
-        )
-    if precision == "fp16" and not (backend == "tensorrt" or (backend == "torch" and device == "cuda")):
-        raise ConfigError(
-            f"models.{name}: precision fp16 needs TensorRT or torch on CUDA, not {backend} on {device}"
-        )
+    try:
+        backends.check_serving(backend, device, precision)
+    except ValueError as exc:
+        raise ConfigError(f"models.{name}: {exc}") from None
 
 
 def _flag(env: Mapping[str, str], name: str, default: object) -> bool:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from services.batcher import Batcher
 from services.config import Batching
 from services.errors import BadRequest, DeadlineExceeded, Overloaded
 from services.metrics import ModelMetrics
+from services.runtime.batcher import Batcher
 
 
 def rows(*values: int) -> list[dict[str, np.ndarray]]:

@@ -133,6 +133,6 @@ def test_the_imported_bento_serves_http_and_grpc_from_its_own_venv(bento: dict[s
 
 
 def test_the_serving_requirements_are_current() -> None:
-    from services import serve_requirements
+    from services.bento import requirements as serve_requirements
 
-    assert serve_requirements.main(["--check"]) == 0, "run `python -m services.serve_requirements`"
+    assert serve_requirements.main(["--check"]) == 0, "run `python -m services.bento.requirements`"

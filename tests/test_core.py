@@ -24,15 +24,15 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 import zoo
-from services import tasks
+from services.api import tasks
+from services.api.http_app import create_app
+from services.api.tensors import OutputTensor, TensorMeta
 from services.config import Settings, load_settings
 from services.errors import KINDS, REASONS, ServeError, kind_of
-from services.http_app import create_app
-from services.hub import Hub
 from services.metrics import BATCH_BUCKETS, sample_gpus
-from services.model import Parts
-from services.v2.tensors import OutputTensor, TensorMeta
-from services.workers import WorkerBoard
+from services.runtime.hub import Hub
+from services.runtime.model import Parts
+from services.runtime.workers import WorkerBoard
 
 
 # -- a new task: its result type and its table entry ---------------------------------------------
@@ -49,6 +49,7 @@ class WordCount:
 COUNT = tasks.TaskCodec(
     name="count",
     summary="Words per text",
+    result_type=WordCount,
     field="texts",
     decode_item=tasks.text_item,
     to_json=lambda result, options: {"words": result.words},

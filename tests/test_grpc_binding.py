@@ -6,7 +6,7 @@ the workers of one server still share the port.  gRPC listens on the HTTP server
 ZOOSERVE_GRPC_HOST says otherwise; reflection follows ZOOSERVE_GRPC_REFLECTION.
 
 Only loopback addresses are used (127.0.0.2 is loopback too, and lets a test tell "follows the
-HTTP host" from "binds 127.0.0.1 by default").  Never import services.proto here.
+HTTP host" from "binds 127.0.0.1 by default").  Never import services.api.proto here.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def connects(host: str, port: int) -> bool:
 CLAIMS = r"""
 import os, socket, sys
 from pathlib import Path
-from services.v2.grpc_port import PortClaim, PortHeld, port_in_use
+from services.api.v2.grpc_port import PortClaim, PortHeld, port_in_use
 
 folder, alias = Path(sys.argv[1]), sys.argv[2]
 opened = []

@@ -27,7 +27,7 @@ import tritonclient.http as thttp
 from PIL import Image
 
 from tests.helpers import ROOT, Server, http_json, running_server
-from zoo.gan_generator import latent_from_seed
+from zoo.generative import latent_from_seed
 from zoo.results import GeneratedImage, softmax
 from zoo.text import default_wordpiece_vocab, encode_pieces, save_tokenizer, truncating, wordpiece_tokenizer
 from zoo.vision import ImagePreset, imagenet_labels
@@ -196,7 +196,7 @@ def photo_pixels(layout: str = "NCHW") -> np.ndarray:
         ("junk", "tokens.onnx", "classify", "classify needs one 4-D float image input"),
         ("junk", "cnn.onnx", "sentiment", "sentiment needs inputs named among input_ids"),
         ("junk", "cnn.onnx", "generate", "generate needs one float latent input"),
-        ("resnet50", "cnn.onnx", "classify", "'resnet50' is the built-in model zoo.resnet.ResNet50"),
+        ("resnet50", "cnn.onnx", "classify", "'resnet50' is the built-in model zoo.models.resnet.ResNet50"),
         ("Bad-Name", "cnn.onnx", "classify", "use lowercase letters"),
     ],
 )
@@ -354,7 +354,7 @@ def test_an_imported_real_network_names_real_photos(server: Server) -> None:
 
 def test_an_imported_model_on_another_backend_says_so() -> None:
     from services.config import load_settings
-    from services.model import load_from_store
+    from services.runtime.model import load_from_store
     from zoo.imported import ImportedConfig, imported_class
     from zoo.registry import register, unregister
 

@@ -26,11 +26,11 @@ from exporters.export import export
 from exporters.quantize import QuantizationError
 from exporters.tune import Cell, choose, config_section
 from services.config import ConfigError, load_settings
-from services.model import load_from_store
+from services.runtime.model import load_from_store
 from tests.helpers import ROOT, http_json, running_server
 from zoo.api import ExportSpec, Int8Spec
 from zoo.artifact import find, store_name
-from zoo.resnet import ResNet18
+from zoo.models.resnet import ResNet18
 
 ZOO = [sys.executable, "-m", "exporters.cli"]
 SMALL_IMAGE = {"num_classes": 10, "crop": 64, "resize": 72}  # a fast ResNet-18 for in-process exports
@@ -135,7 +135,7 @@ def test_real_weights_below_threshold_fail_random_init_reports(strict: str, bent
 
 
 def test_int8_refuses_other_formats() -> None:
-    with pytest.raises(ValueError, match="int8 applies to ONNX"):
+    with pytest.raises(ValueError, match=r"int8 applies to onnx \(onnxruntime on cpu\), not --format torch"):
         export("resnet18", "torch", precision="int8")
 
 
@@ -145,11 +145,12 @@ def test_precision_settings() -> None:
     assert {b.precision for b in load_settings(both).batching.values()} == {"fp32"}  # the default
     int8 = load_settings({**both, "ZOOSERVE_PRECISION": "int8"})
     assert {b.precision for b in int8.batching.values()} == {"int8"}
-    with pytest.raises(ConfigError, match="int8 runs on ONNX Runtime only, not ZOOSERVE_BACKEND=torch"):
+    with pytest.raises(ConfigError, match="precision int8 runs on onnxruntime on cpu only, not torch on cpu"):
         load_settings({**both, "ZOOSERVE_PRECISION": "int8", "ZOOSERVE_BACKEND": "torch"})
-    with pytest.raises(ConfigError, match="choose one of fp32, fp16, int8"):
+    with pytest.raises(ConfigError, match="choose one of fp32, int8, fp16"):
         load_settings({**both, "ZOOSERVE_PRECISION": "int4"})
-    with pytest.raises(ConfigError, match="fp16 needs TensorRT or torch on CUDA"):
+    fp16 = "precision fp16 runs on tensorrt on cuda, torch on cuda only, not onnxruntime on cpu"
+    with pytest.raises(ConfigError, match=fp16):
         load_settings({**both, "ZOOSERVE_PRECISION": "fp16"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -167,7 +168,7 @@ def test_per_model_precision_and_threads_from_the_config_file(tmp_path: Path) ->
     assert (settings.for_model("gan_generator").precision, settings.for_model("gan_generator").intra_op_threads) == (
         "fp32", 1)
     config.write_text(yaml.safe_dump({"models": {"resnet18": {"precision": "int8"}}}))
-    with pytest.raises(ConfigError, match="models.resnet18: precision int8 runs on ONNX Runtime only"):
+    with pytest.raises(ConfigError, match="models.resnet18: precision int8 runs on onnxruntime on cpu only"):
         load_settings({"ZOOSERVE_MODELS": "resnet18", "ZOOSERVE_CONFIG": str(config), "ZOOSERVE_BACKEND": "torch"})
 
 

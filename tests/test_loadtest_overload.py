@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtests import loadtest
+from loadtests import loadtest, overload
 from tests.helpers import ROOT
 from tests.test_loadtest_report import (
     RecordingHandler,
@@ -70,8 +70,8 @@ def test_rejections_are_answers_with_their_own_row(stub_server: str, tmp_path: P
     }
     assert report_html_counts(out / "report.html") == final
 
-    report = loadtest.overload_report(
-        loadtest.totals(out / "locust_stats.csv"), loadtest.read_json(out / "locust_overload.json"), {"model": "stub"}
+    report = overload.overload_report(
+        loadtest.totals(out / "locust_stats.csv"), overload.read_json(out / "locust_overload.json"), {"model": "stub"}
     )
     sent = len(RecordingHandler.seen)
     assert report["sent"] == sent and report["other_failures"] == 0 and report["counts_add_up"], report
@@ -81,7 +81,7 @@ def test_rejections_are_answers_with_their_own_row(stub_server: str, tmp_path: P
     assert report["rejected_ratio"] == round(answered["429 retry-after"] / sent, 4)
     for group in ("accepted", "rejected"):
         assert all(isinstance(report[group][k], int | float) for k in ("p50_ms", "p95_ms", "p99_ms")), report
-    assert loadtest.overload_problems(report) == []
+    assert overload.overload_problems(report) == []
 
 
 def test_429_without_retry_after_and_other_statuses_are_failures(stub_server: str, tmp_path: Path) -> None:
@@ -102,14 +102,14 @@ def test_429_without_retry_after_and_other_statuses_are_failures(stub_server: st
     assert set(errors) == {rejected, failed}, errors
     assert "429 without Retry-After" in errors[rejected] and "500" in errors[failed], errors
 
-    report = loadtest.overload_report(
-        loadtest.totals(out / "locust_stats.csv"), loadtest.read_json(out / "locust_overload.json"), {}
+    report = overload.overload_report(
+        loadtest.totals(out / "locust_stats.csv"), overload.read_json(out / "locust_overload.json"), {}
     )
     assert report["counts_add_up"], report
     assert report["other_failures"] == answered["429"] + answered["500"]
     assert report["rejected"]["requests"] == answered["429 retry-after"]
     assert report["accepted"]["requests"] == answered["200"]
-    problems = loadtest.overload_problems(report)
+    problems = overload.overload_problems(report)
     assert len(problems) == 1 and "failures other than 429" in problems[0], problems
 
 
@@ -159,4 +159,4 @@ def test_overload_real_run_rejects_some_and_accepts_some(small_store: Path, tmp_
     assert f"rejected 429 p50 / p95 / p99 ms: {rejected['p50_ms']} / {rejected['p95_ms']} / {rejected['p99_ms']}" in (
         done.stdout
     )
-    print(f"\n{loadtest.overload_text(report)}")
+    print(f"\n{overload.overload_text(report)}")

@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtests import auth, loadtest, scrape  # noqa: E402
+from loadtests import auth, levels, loadtest, scrape  # noqa: E402
 from loadtests.servers import BIN, ROOT, http_json  # noqa: E402
 
 # StatsCSVFileWriter.stats_history_csv_columns of Locust 2.47 (the pinned one), default percentiles
@@ -111,16 +111,16 @@ def used_samples(runs: Sequence[Sequence[dict[str, float]]]) -> list[tuple[float
 
 def test_step_points_leave_out_partial_stage_and_shutdown(tmp_path: Path) -> None:
     history, stages = step_history(tmp_path)
-    rows = loadtest.read_history(history)
+    rows = levels.read_history(history)
     assert [r["t"] for r in rows][:2] == [1001, 1002], "the N/A sample before the first answer is not read"
     args = argparse.Namespace(shape="step", users=16, step_users=5, max_users=20, step_seconds=10.0)
-    assert loadtest.planned_levels(args) == [5, 10, 15, 20]
+    assert levels.planned_levels(args) == [5, 10, 15, 20]
 
-    runs = loadtest.steady_runs(rows, stages, loadtest.planned_levels(args), stage_seconds=10.0)
+    runs = levels.steady_runs(rows, stages, levels.planned_levels(args), stage_seconds=10.0)
     assert used_samples(runs) == [(t, 5) for t in range(1001, 1011)] + [(t, 10) for t in range(1011, 1021)] + [
         (t, 15) for t in range(1021, 1031)
     ]
-    points = loadtest.per_users(runs)
+    points = levels.per_users(runs)
     assert list(points) == [5, 10, 15], "no point from the partial 20-user stage, the 9-user or 0-user samples"
     for users, point in points.items():
         assert point["rps"] == pytest.approx(10.0 * users)  # from the stage's own requests only
@@ -130,27 +130,27 @@ def test_step_points_leave_out_partial_stage_and_shutdown(tmp_path: Path) -> Non
 
     # without the stage log (a run that never reached Locust's exit): the planned levels and
     # the span of the samples tell the same
-    assert list(loadtest.per_users(loadtest.steady_runs(rows, None, [5, 10, 15, 20], 10.0))) == [5, 10, 15]
+    assert list(levels.per_users(levels.steady_runs(rows, None, [5, 10, 15, 20], 10.0))) == [5, 10, 15]
 
 
 def test_constant_point_leaves_out_spawning_and_shutdown_samples(tmp_path: Path) -> None:
     history, stages = constant_history(tmp_path)
-    rows = loadtest.read_history(history)
+    rows = levels.read_history(history)
     # with the stage log (the counts at which spawning completed, when stopping began), and
     # without it from the planned level: the same samples
-    for log, levels in ((stages, None), (None, [4])):
-        runs = loadtest.steady_runs(rows, log, levels)
-        points = loadtest.per_users(runs)
-        assert list(points) == [4], (log, levels, points)
+    for log, planned in ((stages, None), (None, [4])):
+        runs = levels.steady_runs(rows, log, planned)
+        points = levels.per_users(runs)
+        assert list(points) == [4], (log, planned, points)
         # 2003..2014: the 4-user samples taken before the stop; not 2015 (taken while stopping)
-        assert used_samples(runs) == [(t, 4) for t in range(2003, 2015)], (log, levels)
+        assert used_samples(runs) == [(t, 4) for t in range(2003, 2015)], (log, planned)
         assert points[4]["rps"] == pytest.approx(100.0) and points[4]["p50"] == 50
         assert (points[4]["first"], points[4]["last"]) == (2003, 2014)
 
 
 def test_plot_writes_only_steady_points(tmp_path: Path) -> None:
     history, stages = step_history(tmp_path)
-    written, points = loadtest.plot(history, tmp_path, "task (step)", stages, [5, 10, 15, 20], 10.0)
+    written, points = levels.plot(history, tmp_path, "task (step)", stages, [5, 10, 15, 20], 10.0)
     assert [p.name for p in written] == ["throughput_vs_users.png", "latency_vs_users.png", "timeline.png"]
     for path in written:
         assert path.read_bytes()[:4] == b"\x89PNG"
@@ -167,17 +167,17 @@ def axis_ticks(axis: matplotlib.axis.Axis) -> list[float]:
 @pytest.mark.parametrize("history", [step_history, constant_history])
 def test_users_axes_tick_at_integers(tmp_path: Path, history) -> None:
     path, stages = history(tmp_path)
-    rows = loadtest.read_history(path)
-    runs = loadtest.steady_runs(rows, stages)
-    points = loadtest.per_users(runs)
+    rows = levels.read_history(path)
+    runs = levels.steady_runs(rows, stages)
+    points = levels.per_users(runs)
     try:
-        timeline = loadtest.timeline_figure(rows, runs, "t")
+        timeline = levels.timeline_figure(rows, runs, "t")
         users_axis = timeline.axes[1]  # the twin axis of the user count
         assert users_axis.get_ylabel() == "users"
         ticks = axis_ticks(users_axis.yaxis)
         assert len(ticks) >= 3 and all(t.is_integer() for t in ticks), ticks
         assert min(users_axis.get_ylim()) == 0 and max(users_axis.get_ylim()) >= max(r["users"] for r in rows)
-        for fig in loadtest.level_figures(points, "t"):
+        for fig in levels.level_figures(points, "t"):
             ticks = axis_ticks(fig.axes[0].xaxis)
             assert len(ticks) >= 3 and all(t.is_integer() for t in ticks), ticks
             for users in points:  # every point within view
@@ -271,7 +271,7 @@ def test_final_stats_csv_holds_every_answered_request(slow_server: str, tmp_path
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    stages = loadtest.read_stages(out / "locust_stages.json")
+    stages = levels.read_stages(out / "locust_stages.json")
     assert stages and [s["users"] for s in stages["spawned"]] == [8] and stages["stopping"], stages
     # users in flight when the run began stopping finished their requests (--stop-timeout): the
     # answers Locust's own once-a-second CSV pass used to miss

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import loadtest, scrape
+from loadtests import levels, scrape
 from tests.helpers import ROOT, Server
 from tests.test_loadtest_report import report_html_counts, stats_csv_counts
 
@@ -65,11 +65,11 @@ def test_locust_smoke_every_protocol_no_failures_and_batches_form(
     }
 
     # one point, at 24 users, from samples at 24 users taken before the run began stopping
-    stages = loadtest.read_stages(out / "locust_stages.json")
+    stages = levels.read_stages(out / "locust_stages.json")
     assert stages and [s["users"] for s in stages["spawned"]] == [24] and stages["stopping"], stages
     assert list(summary["levels"]) == ["24"], summary["levels"]
     level = summary["levels"]["24"]
-    history = loadtest.read_history(out / "locust_stats_history.csv")
+    history = levels.read_history(out / "locust_stats_history.csv")
     used = [r for r in history if level["first"] <= r["t"] <= level["last"]]
     assert len(used) == level["samples"] >= 2 and {r["users"] for r in used} == {24}, used
     assert level["last"] + 1 <= stages["stopping"], (level, stages)  # a sample stamped T is taken in [T, T+1)

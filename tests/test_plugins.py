@@ -184,7 +184,7 @@ TINY = """
     from typing import ClassVar
 
     from zoo import register
-    from zoo.gan_generator import GanGenerator
+    from zoo.models.gan_generator import GanGenerator
 
 
     @register
@@ -210,7 +210,7 @@ def test_broken_and_clashing_plugins_are_reported_and_the_rest_load(tmp_path: Pa
     clash = """
         from typing import ClassVar
         from zoo import register
-        from zoo.resnet import ResNet18
+        from zoo.models.resnet import ResNet18
 
         @register
         class Clash(ResNet18):
@@ -228,7 +228,8 @@ def test_broken_and_clashing_plugins_are_reported_and_the_rest_load(tmp_path: Pa
     assert len(failed) == 2, listed.stdout
     broken, clashing = failed
     assert "'broken = broken_plugin' of zooserve-broken 1.0" in broken and "RuntimeError: boom at import" in broken
-    assert "zooserve-clash 1.0" in clashing and "clash_plugin.Clash" in clashing and "zoo.resnet.ResNet50" in clashing
+    assert "zooserve-clash 1.0" in clashing and "clash_plugin.Clash" in clashing
+    assert "zoo.models.resnet.ResNet50" in clashing
     assert "boom at import" in listed.stderr and "clash_plugin.Clash" in listed.stderr  # and in the log
     code = "from services.config import load_settings as s; s({'ZOOSERVE_MODELS': 'resnet50,tiny_gan'})"
     python(with_path(tmp_path), code)  # the others serve

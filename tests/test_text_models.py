@@ -13,7 +13,7 @@ import pytest
 
 import zoo
 from zoo.api import BadInput, collate, split
-from zoo.lstm_sentiment import save_checkpoint
+from zoo.models.lstm_sentiment import save_checkpoint
 from zoo.text import default_tokenizer, default_wordpiece_vocab, save_tokenizer
 
 TEXT_MODELS = ("bert", "lstm_sentiment")
@@ -97,7 +97,7 @@ def _alone_and_padded(plugin: zoo.Plugin[Any], processor: zoo.Processor) -> tupl
 @pytest.mark.parametrize("name", TEXT_MODELS)
 def test_padding_never_changes_a_result_in_torch_and_onnx(name: str, tmp_path: Path) -> None:
     from exporters.onnx import export_onnx
-    from zoo.runners import OrtRunner
+    from zoo.backends.onnxruntime import OrtRunner
 
     plugin = small(name)
     report = export_onnx(plugin, tmp_path, progress=lambda _: None)  # raises past the spec's tolerance
@@ -175,7 +175,7 @@ def test_a_bare_bert_model_with_vocab_txt_gets_a_seeded_classifier(
         default_tokenizer().encode(t).ids for t in texts
     ]
     batch = collate([processor.preprocess(t) for t in texts], plugin.spec)
-    with caplog.at_level(logging.WARNING, logger="zoo.bert"):
+    with caplog.at_level(logging.WARNING, logger="zoo.models.bert"):
         first = run_torch(plugin.build(), batch, plugin)
     assert "classifier" in caplog.text and "seed 0" in caplog.text
     second = run_torch(plugin.build(), batch, plugin)

@@ -3,8 +3,8 @@
 The module's `small_server` serves every zoo model (small configs, default settings) from
 the session's `small_store`; overload and graceful shutdown use a second server with a tiny
 queue.  Each has a BENTOML_HOME of its own (see `own_home`).  The codec
-and generated-code checks need no server.  Never import services.proto here: its messages
-and tritonclient's share protobuf names (see services/proto/README.md).
+and generated-code checks need no server.  Never import services.api.proto here: its messages
+and tritonclient's share protobuf names (see services/api/proto/README.md).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
 import zoo
-from services.v2 import tensors
+from services.api import tensors
 from tests.helpers import BIN, ROOT, Server, http_json, running_server
-from zoo.gan_generator import latent_from_seed
+from zoo.generative import latent_from_seed
 from zoo.results import softmax
 from zoo.vision import example_image
 
@@ -146,7 +146,7 @@ def test_generated_grpc_modules_are_up_to_date(tmp_path: Path) -> None:
     (tmp_path / "services" / "proto" / proto.name).write_bytes(proto.read_bytes())
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.",
-         "services/proto/open_inference_grpc.proto"],
+         "services/api/proto/open_inference_grpc.proto"],
         cwd=tmp_path, check=True,
     )  # fmt: skip
     for name in ("open_inference_grpc_pb2.py", "open_inference_grpc_pb2.pyi", "open_inference_grpc_pb2_grpc.py"):
@@ -176,7 +176,7 @@ def test_grpc_schema_is_wire_compatible_with_tritonclient() -> None:
         out = subprocess.run([sys.executable, "-c", _DUMP_SCHEMA, module], capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
 
-    ours = dump("services.proto.open_inference_grpc_pb2")
+    ours = dump("services.api.proto.open_inference_grpc_pb2")
     theirs = dump("tritonclient.grpc.service_pb2")
     for message, fields in ours.items():
         if message == "rpcs":
@@ -318,7 +318,7 @@ def test_model_metadata_and_readiness_for_every_model(
                                                                                    for d in t.shape]}
             for t in spec.inputs
         ]  # fmt: skip
-        assert tensor_meta["inputs"] == expected and tensor_meta["platform"] == "onnx_onnxv1"
+        assert tensor_meta["inputs"] == expected and tensor_meta["platform"] == "onnxruntime_onnx"
     reflected = _reflected_metadata(small_server, "resnet50")
     http_params = http.get_model_metadata("resnet50")["parameters"]
     assert float(reflected.properties["parity_max_abs"]) == http_params["parity_max_abs"]

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 
 from services.config import Batching, ConfigError
-from services.versions import Router, wanted_versions
+from services.runtime.versions import Router, wanted_versions
 from tests.helpers import ROOT, http_json, running_server
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import zoo
+from services.api.tasks import TASKS
 from zoo.api import collate, split
 
 MODELS = zoo.list_models()
@@ -62,15 +63,13 @@ def test_build_forward_matches_the_spec(name: str, tmp_path: Path) -> None:
         assert value.shape[0] == len(items)
         assert tuple(value.shape[1:]) == tuple(d for d in tensor.shape[1:] if isinstance(d, int)), tensor
         named[tensor.name] = value.float().numpy()
-    result_types = {"classify": zoo.Classification, "sentiment": zoo.Sentiment, "embed": zoo.Embedding}
-    for task in plugin.tasks:  # post-processing gives one typed result per item
+    for task in plugin.tasks:  # post-processing gives one typed result per item, the task table's type
         results = [processor.postprocess(row, task) for row in split(named, len(items))]
         assert len(results) == len(items)
         for result in results:
-            if task == "generate":
-                assert isinstance(result, zoo.GeneratedImage) and result.pixels.dtype == np.uint8
-            else:
-                assert isinstance(result, result_types[task]), (task, result)
+            assert isinstance(result, TASKS[task].result_type), (task, result)
+            if isinstance(result, zoo.GeneratedImage):
+                assert result.pixels.dtype == np.uint8
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -117,7 +116,8 @@ for name in zoo.list_models():
     plugin.write_assets(assets)
     processor = plugin.processor(assets)
     collate([processor.preprocess(item) for item in plugin.example_items()], plugin.spec)
-import zoo.runners, zoo.artifact, services.model, services.hub, services.http_app, services.tasks
+import zoo.backends, zoo.artifact, services.runtime.model, services.runtime.hub, services.api.http_app
+import services.api.tasks
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'transformers')))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

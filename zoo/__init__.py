@@ -5,9 +5,9 @@ What a plugin author imports comes from here (and stays stable): the contract (`
 registry (`register`, `get`, `create`, `list_models`), the typed results of each task, and
 the shared building blocks of the vision and text plugins.
 
-Importing `zoo` imports every plugin module of this package, so adding a model touches one
-file, and then every out-of-tree plugin of the `zooserve.plugins` entry-point group.  The
-support modules listed in `SUPPORT_MODULES` register nothing.  No module imports
+Importing `zoo` imports every plugin module of `zoo/models/` (the built-in plugins: adding a
+model touches one file there), and then every out-of-tree plugin of the `zooserve.plugins`
+entry-point group.  The framework modules (this folder) register nothing.  No module imports
 torch at import time.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from zoo import models as _models
 from zoo.api import (
     BATCH,
     DEFAULT_LIMITS,
@@ -51,28 +52,10 @@ from zoo.vision import (
 )
 from zoo.weights import load_file_into, read_state_dict, seeded
 
-# Modules that are part of the framework, not models: never imported as plugins.
-SUPPORT_MODULES = frozenset(
-    {
-        "api",
-        "artifact",
-        "imported",
-        "keras_weights",
-        "plugins",
-        "registry",
-        "results",
-        "runners",
-        "sources",
-        "tensorrt_runner",
-        "text",
-        "vision",
-        "weights",
-    }
-)
-
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_") and _module.name not in SUPPORT_MODULES and not _module.ispkg:
-        importlib.import_module(f"{__name__}.{_module.name}")
+# Every module of zoo/models is a plugin; the framework modules beside it never are.
+for _module in pkgutil.iter_modules(_models.__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{_models.__name__}.{_module.name}")
 
 # Out-of-tree plugins last: they import this package's public API, and a clash with a
 # built-in name must name the built-in.

@@ -26,7 +26,7 @@ Dim = int | str  # a str names a dynamic axis ("batch", "sequence")
 Row = dict[str, np.ndarray]  # one item's named arrays, without the batch axis
 Batch = dict[str, np.ndarray]  # named arrays with the batch axis first
 
-# A task name ("classify", "sentiment", "embed", "generate", ...): services/tasks.py holds the
+# A task name ("classify", "sentiment", "embed", "generate", ...): services/api/tasks.py holds the
 # table of how each task's items and results travel over the wire.
 Task = str
 ExporterKind = Literal["dynamo", "torchscript"]

@@ -98,12 +98,6 @@ def store_name(model: str, fmt: str, precision: str = "fp32") -> str:
     return name if precision == "fp32" else f"{name}-{precision}"
 
 
-def stored_precision(fmt: str, precision: str) -> str:
-    """The precision of the artifact that serves `precision` in `fmt`: torch stores fp32
-    weights and halves them on CUDA at load, engines and ONNX store what they run."""
-    return "fp32" if fmt == "torch" else precision
-
-
 def library_versions(*packages: str) -> dict[str, str]:
     versions = {}
     for package in packages:

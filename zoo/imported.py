@@ -4,7 +4,7 @@ An imported model has no torch module: its artifact holds the file itself, and i
 its processing spec as typed data (`ImportedConfig`): the tensors read from the graph, the
 task, and the task's pre/post-processing (an image preset and layout, or a tokenizer's
 lengths).  The processors reuse the zoo's blocks (zoo.vision's ImagePreset, zoo.text's
-tokenizer helpers, zoo.gan_generator's latent handling), so an imported classifier sees the
+tokenizer helpers, zoo.generative's latent handling), so an imported classifier sees the
 same pixels a built-in one does.  `register_stored` adds the store's imported models to the
 registry, so ZOOSERVE_MODELS, the hub and `zoo list` find them by name like any plugin.
 No torch or onnx here: this is serving code.
@@ -22,7 +22,7 @@ import numpy as np
 
 from zoo import artifact as store
 from zoo.api import DEFAULT_LIMITS, BadInput, ExportSpec, InputLimits, Plugin, Processor, Row, Task, TensorSpec
-from zoo.gan_generator import GanConfig, GanProcessor
+from zoo.generative import LatentProcessor
 from zoo.registry import UnknownModel, get, register, unregister
 from zoo.results import Classification, Embedding, Sentiment
 from zoo.text import TOKENIZER_FILE, check_text, encode_pieces, read_labels, truncating
@@ -225,8 +225,8 @@ class ImportedModel(Plugin[ImportedConfig]):
             return ImportedTextProcessor(c, assets, limits)
         if c.task == "generate":
             latent, image = c.inputs[0], c.outputs[0]
-            gan = GanConfig(latent_dim=int(latent.shape[1]), image_shape=tuple(image.shape[1:]))  # type: ignore[arg-type]
-            return RenamedProcessor(GanProcessor(gan), {"latent": latent.name}, {image.name: "image"})
+            latents = LatentProcessor(int(latent.shape[1]))
+            return RenamedProcessor(latents, {"latent": latent.name}, {image.name: "image"})
         return TensorProcessor(c)
 
     def example_items(self) -> list[Any]:

@@ -1,6 +1,6 @@
 """Typed task results: what a processor's `postprocess` returns, before any wire format.
 
-The wire codecs (services/tasks.py) turn these into task-endpoint JSON and v2 `_raw` tensors;
+The wire codecs (services/api/tasks.py) turn these into task-endpoint JSON and v2 `_raw` tensors;
 a processor never builds JSON, and the wire layer never guesses structure from dicts.
 """
 

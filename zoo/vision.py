@@ -35,6 +35,8 @@ from zoo.api import (
     WeightsSource,
 )
 from zoo.results import Classification
+from zoo.sources import TORCHVISION, torchvision_source, torchvision_state
+from zoo.weights import load_file_into, load_into, seeded
 
 if TYPE_CHECKING:
     import torch
@@ -190,8 +192,6 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
 
     def resolve_weights(self, named: str) -> WeightsSource:
         """`torchvision:MEMBER` of this architecture's weights enum, with its preset and labels."""
-        from zoo.sources import TORCHVISION, torchvision_source
-
         if not named.startswith(TORCHVISION):
             raise ValueError(f"{self.name} takes torchvision:MEMBER weights or a local file, not {named!r}")
         return torchvision_source(self.architecture, named)
@@ -199,13 +199,9 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
     def build(self) -> torch.nn.Module:
         import torchvision
 
-        from zoo.weights import load_file_into, load_into, seeded
-
         seeded()
         module = getattr(torchvision.models, self.architecture)(weights=None, num_classes=self.config.num_classes)
         if self.source is not None:
-            from zoo.sources import torchvision_state
-
             load_into(module, torchvision_state(self.architecture, self.source.ref), self.source.path)
         elif self.weights is not None:
             load_file_into(module, self.weights)

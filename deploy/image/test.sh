@@ -19,7 +19,7 @@ echo "image size: $(podman image inspect "$IMAGE" --format '{{.Size}}') bytes"
 start=$(date +%s.%N)
 podman run -d --name "$NAME" --runtime runc --network host --read-only --tmpfs /tmp \
   --ulimit nofile=10000:10000 --ulimit nproc=4096:4096 -e ZOOSERVE_GRPC_PORT="$GRPC_PORT" -e ZOOSERVE_GRPC_HOST=127.0.0.1 \
-  ${auth_env[@]+"${auth_env[@]}"} "$IMAGE" bentoml serve services.service:ZooServe --host 127.0.0.1 --port "$PORT" >/dev/null
+  ${auth_env[@]+"${auth_env[@]}"} "$IMAGE" bentoml serve services.bento.service:ZooServe --host 127.0.0.1 --port "$PORT" >/dev/null
 for _ in $(seq 1 600); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$PORT/readyz")" = 200 ] && break
   podman container exists "$NAME" || { echo "container exited"; exit 1; }

@@ -1,0 +1,283 @@
+"""The models of one worker, their readiness, and the one place requests are counted.
+
+A `Hub` is made by the service (services/bento/service.py) and passed to everything that serves:
+the HTTP app, the v2 models, the gRPC server.  Nothing imports a hub from a module, so tests
+build their own, with parts of their own (see services/runtime/model.py `Loader`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from services import tracing
+from services.config import Settings
+from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
+from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
+from services.runtime.model import Loader, ModelRuntime, load_from_store, store_versions
+from services.runtime.versions import VersionSet, wanted_versions
+from services.runtime.workers import WorkerBoard
+from zoo import get
+from zoo.api import Task
+
+log = logging.getLogger("zooserve")
+
+
+class Observed:
+    """One request being served: counted once, as a success or under its failure's reason.
+
+    The model is attached as soon as it is resolved; until then (unknown model, unreadable
+    body) the request counts under model="", so no request value ever becomes a label.
+    """
+
+    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span")
+
+    def __init__(self, hub: Hub, protocol: str, carrier: Mapping[str, str] | None = None) -> None:
+        self.hub = hub
+        self.protocol = protocol
+        self._runtime: ModelRuntime | None = None
+        self.started = 0.0
+        self.carrier = carrier  # headers or gRPC metadata: the client's trace context
+        self.span: tracing.RequestSpan | None = None
+
+    @property
+    def runtime(self) -> ModelRuntime | None:
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, runtime: ModelRuntime) -> None:
+        # A held runtime is not freed under the request (a version swap waits for it).
+        if self._runtime is not None:
+            self._runtime.holds -= 1
+        runtime.holds += 1
+        self._runtime = runtime
+
+    def __enter__(self) -> Observed:
+        self.started = time.perf_counter()
+        self.span = tracing.begin_request(self.protocol, self.carrier)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        series = self.runtime.requests if self.runtime is not None else self.hub.unresolved
+        reason = None if exc is None else kind_of(exc).reason
+        if reason is None:
+            series.succeeded(self.protocol, time.perf_counter() - self.started)
+        else:
+            series.failed(self.protocol, reason)
+        if self._runtime is not None:
+            self._runtime.holds -= 1
+        if self.span is not None:
+            self.span.end(self._runtime.name if self._runtime is not None else None, reason)
+
+
+class Hub:
+    """Every configured model of this worker."""
+
+    def __init__(self, board: WorkerBoard | None = None) -> None:
+        self._settings: Settings | None = None
+        self.models: dict[str, ModelRuntime] = {}  # the default version of each model
+        self.sets: dict[str, VersionSet] = {}  # every loaded version of each model
+        self.board = board
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unresolved: RequestMetrics | None = None
+        # Server-level problems that keep the server unready whatever its models say (a gRPC
+        # port served by another server): /readyz names them, probes and health follow.
+        self.problems: dict[str, str] = {}
+        # Models unloaded on purpose (the repository API): not served, and no reason to be unready.
+        self.unloaded: set[str] = set()
+        self.initial_load: asyncio.Task[None] | None = None
+        self.repository: Any = None  # services.runtime.lifecycle.Repository while the API is on
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise RuntimeError("the hub has not been started")
+        return self._settings
+
+    @property
+    def started(self) -> bool:
+        return self._settings is not None
+
+    @property
+    def unresolved(self) -> RequestMetrics:
+        if self._unresolved is None:
+            self._unresolved = RequestMetrics(UNRESOLVED)
+        return self._unresolved
+
+    async def start(
+        self,
+        settings: Settings,
+        loader: Loader = load_from_store,
+        skip: set[str] | None = None,
+        stored: Callable[[str, Settings], list[str]] = store_versions,
+    ) -> None:
+        """Create every configured model, each version its config asks for (but the models in
+        `skip`: unloaded through the repository API before a restart), and load them in the
+        background."""
+        self._settings = settings
+        self.unloaded = set(skip or ()) & set(settings.models)
+        for name in settings.models:
+            if name in self.unloaded:
+                continue
+            config = settings.for_model(name)
+            found = stored(name, settings) if config.latest else []
+            runtimes = [
+                ModelRuntime(name, get(name).tasks, settings.with_version(name, version))
+                for version in wanted_versions(config, found)
+            ]
+            self.sets[name] = VersionSet(runtimes, config.traffic)
+            self.models[name] = runtimes[0]
+        self.unresolved  # noqa: B018  (the model="" series exist from the start)
+        if self.board is None:
+            self.board = WorkerBoard(settings.workers)
+        self.board.publish(False)
+        loop = asyncio.get_running_loop()
+        self.initial_load = loop.create_task(self._load_all(loader), name="zooserve-load")
+        self._tasks.append(self.initial_load)
+        if (nvml := open_nvml()) is not None:
+            self._tasks.append(loop.create_task(sample_gpus_forever(nvml), name="zooserve-gpu-metrics"))
+
+    async def _load_all(self, loader: Loader) -> None:
+        # Sequential loads: on a small machine parallel loads only contend for the same cores.
+        for runtime in self.runtimes():
+            await runtime.load(loader)
+        assert self.board is not None
+        self.board.publish(self.ready_here)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.board is not None:
+            self.board.withdraw()
+        await asyncio.gather(*(m.close() for m in self.runtimes()))
+
+    def runtimes(self) -> list[ModelRuntime]:
+        """Every loaded version of every model."""
+        return [r for versions in self.sets.values() for r in versions.runtimes]
+
+    # -- readiness -----------------------------------------------------------------------------
+    @property
+    def ready_here(self) -> bool:
+        """Every model of this worker is loaded and warm (those unloaded on purpose aside)."""
+        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.runtimes())
+
+    @property
+    def ready(self) -> bool:
+        """The server is ready: this worker and every other worker of the server."""
+        if not self.ready_here or self.problems:
+            return False
+        return self.board is None or self.board.summary()["all_ready"]
+
+    def readiness(self) -> dict[str, Any]:
+        workers = self.board.summary() if self.board is not None else None
+        here = self.ready_here and not self.problems
+        body: dict[str, Any] = {
+            "ready": here and (workers is None or workers["all_ready"]),
+            "workers": workers,
+            "pid": os.getpid(),  # the worker that answered
+            "models": {
+                name: {
+                    "ready": m.status.ready,
+                    "version": m.version,
+                    "weights": m.weights,
+                    "error": m.status.error,
+                    "load_seconds": m.status.load_seconds,
+                    "precision": m.config.precision,
+                    "certificate": m.certificate,
+                }
+                for name, m in self.models.items()
+            },
+        }
+        for name, versions in self.sets.items():
+            if len(versions.runtimes) > 1:
+                body["models"][name]["ready"] = all(r.status.ready for r in versions.runtimes)
+                body["models"][name]["versions"] = [
+                    {"version": r.version, "ready": r.status.ready, "error": r.status.error} for r in versions.runtimes
+                ]
+        for name in sorted(self.unloaded):
+            body["models"][name] = {"ready": False, "state": "UNAVAILABLE", "error": "unloaded"}
+        if self.problems:
+            body["problems"] = dict(self.problems)
+        return body
+
+    # -- resolution ----------------------------------------------------------------------------
+    def observe(self, protocol: str, carrier: Mapping[str, str] | None = None) -> Observed:
+        return Observed(self, protocol, carrier)
+
+    def check_not_unloaded(self, name: str) -> None:
+        """NotFound naming the state of a model that was unloaded on purpose."""
+        if name in self.unloaded:
+            raise NotFound(
+                f"model {name!r} is unloaded (state UNAVAILABLE); POST /v2/repository/models/{name}/load loads it",
+                "model",
+            )
+
+    def swap(self, name: str, runtime: ModelRuntime | None) -> list[ModelRuntime]:
+        """Serve `runtime` as `name`'s one version from the next request on (None: unload);
+        the versions it replaces are returned, for the caller to retire once their requests
+        are done."""
+        self.models.pop(name, None)
+        old = self.sets.pop(name, VersionSet([])).runtimes
+        if runtime is None:
+            self.unloaded.add(name)
+        else:
+            self.unloaded.discard(name)
+            self.models[name] = runtime
+            self.sets[name] = VersionSet([runtime])
+        return old
+
+    def pick(self, name: str, version: str | None = None) -> ModelRuntime:
+        """The runtime a request for `name` (and `version`, if it names one) runs on: with a
+        `traffic` config, the canary split chooses among the loaded versions."""
+        versions = self.sets.get(name)
+        if versions is None:
+            return self.model(name)  # NotFound, naming the state or what is served
+        return versions.pick(version)
+
+    def model(self, name: str, what: str = "model") -> ModelRuntime:
+        """The runtime of a served model; NotFound naming what is served otherwise."""
+        runtime = self.models.get(name)
+        if runtime is None:
+            self.check_not_unloaded(name)
+            served = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown {what} {clip(name)!r}; served here: {served}", "model")
+        return runtime
+
+    def refuse_if_full(self, call: Observed, runtimes: Sequence[ModelRuntime], what: str) -> None:
+        """The one overload refusal, for every protocol: 429 before a body is read or decoded
+        when each of `runtimes` (a task's models, or the one model a v2 call names) is at its
+        queue limit.  `what` names them in the message."""
+        loaded = [m for m in runtimes if m.batcher is not None]
+        if loaded and all(m.batcher is not None and m.batcher.full for m in loaded):
+            if len(loaded) == 1:
+                call.runtime = loaded[0]
+            raise Overloaded(f"{what} is at its queue limit; retry later", retry_after=1)
+
+    def task_runtimes(self, task: Task) -> list[ModelRuntime]:
+        """The default version of every served model of `task`."""
+        return [m for m in self.models.values() if task in m.tasks]
+
+    def for_task(self, task: Task, requested: str | None, default: str | None) -> ModelRuntime:
+        """The model a task request runs on: the one it names, else the task's default, else the
+        one served model of that task.  Readiness is the caller's to check, once it counts the
+        request under this model."""
+        if requested is not None:
+            runtime = self.pick(requested)
+            if task in runtime.tasks:
+                return runtime
+        serving = sorted(n for n, m in self.models.items() if task in m.tasks)
+        if requested is not None:
+            served = ", ".join(serving) or "none"
+            raise BadRequest(f"model {requested!r} does not serve /{task}; served here: {served}", "model")
+        if default in serving or len(serving) == 1:
+            return self.pick(default if default in serving else serving[0])  # type: ignore[arg-type]
+        raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")

@@ -1,0 +1,355 @@
+"""A served model: a plugin's processor, a runner and a batcher, behind two calls.
+
+`infer_items` runs domain items through preprocess -> batcher -> postprocess (task endpoints
+and v2 `<name>_raw`); `infer_rows` sends named arrays straight to the batcher (v2 `<name>`).
+Both protocols land in the same batcher, so HTTP and gRPC requests share batches.
+
+Loading is split as polygraphy splits it: `load_from_store` builds the parts (artifact,
+processor, runner) and `ModelRuntime.attach` runs them, so a test can attach parts of its
+own (a fake runner) without a model store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import dataclasses
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from services import tracing
+from services.config import Batching, Settings
+from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
+from services.metrics import ModelMetrics, RequestMetrics
+from services.packed import pinned_version
+from services.runtime.batcher import Batcher
+from zoo import backends, get
+from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
+from zoo.artifact import find, store_name, versions
+from zoo.backends import Runner
+from zoo.cpu import cpu_threads
+
+log = logging.getLogger("zooserve")
+
+# Decoding and resizing release the GIL; a pool the size of the cores keeps them parallel.
+_PREPROCESS_POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="preprocess")
+
+
+@dataclass
+class Parts:
+    """What a loader builds and a runtime runs."""
+
+    plugin: Plugin[Any]
+    processor: Processor
+    runner: Runner
+    version: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (parity certificate)
+    spec: ExportSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spec = self.plugin.spec  # built once: plugins compute their spec on each access
+
+
+Loader = Callable[[str, Settings], Parts]
+
+
+def stored_as(name: str, settings: Settings) -> tuple[backends.Backend, str, str]:
+    """The backend that serves `name`, the artifact format it runs and its store name."""
+    backend = backends.get(settings.backend)
+    fmt = backend.format_for(get(name).formats)
+    if fmt is None:
+        raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
+    return backend, fmt, store_name(name, fmt, backend.stored_precision(settings.for_model(name).precision))
+
+
+def store_versions(name: str, settings: Settings) -> list[str]:
+    """The versions of `name` in the store for the settings' backend, newest first."""
+    return versions(stored_as(name, settings)[2])
+
+
+def load_from_store(name: str, settings: Settings) -> Parts:
+    """The parts of `name` from the BentoML model store, as the settings choose them."""
+    knobs = settings.for_model(name)
+    backend, fmt, target = stored_as(name, settings)
+    precision = backend.stored_precision(knobs.precision)
+    version = pinned_version(target, knobs.version)  # a bento's own, by default
+    artifact = find(target, version)
+    if artifact is None:
+        raise LookupError(
+            f"{target}:{knobs.version} is not in the BentoML model store; run `zoo export {name}"
+            + (f" --format {fmt}" if fmt != "onnx" or precision == "fp32" else "")
+            + (f" --precision {precision}`" if precision != "fp32" else "`")
+            + (" (or `make serve`, which exports what is missing)" if precision == "fp32" else "")
+        )
+    plugin = get(name).from_config_dict(artifact.config)
+    processor = plugin.processor(artifact.path, settings.limits.for_items())
+    runner = backend.open(plugin, artifact, settings.device, knobs.precision, knobs.intra_op_threads or None)
+    return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
+
+
+def release_memory() -> None:
+    """Collect the freed model's objects and hand glibc's free heap pages back to the OS:
+    without malloc_trim the process keeps its peak RSS (Triton users' complaint)."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
+@dataclass
+class Status:
+    ready: bool = False
+    error: str | None = None
+    load_seconds: float | None = None
+
+
+class ModelRuntime:
+    def __init__(self, name: str, tasks: tuple[Task, ...], settings: Settings) -> None:
+        self.name = name
+        self.tasks = tasks
+        self.settings = settings
+        self.config: Batching = settings.for_model(name)
+        self.status = Status()
+        self.parts: Parts | None = None
+        self.batcher: Batcher | None = None
+        self.metrics: ModelMetrics | None = None
+        self._early: RequestMetrics | None = None  # failures before the model is loaded
+        self.holds = 0  # requests that resolved this runtime and have not finished
+
+    @property
+    def version(self) -> str:
+        return self.parts.version if self.parts else "none"
+
+    @property
+    def weights(self) -> str | None:
+        """Where the loaded artifact's weights came from (pretrained source, file, random-init)."""
+        return str(self.parts.metadata.get("weights_source", "unknown")) if self.parts else None
+
+    @property
+    def certificate(self) -> dict[str, Any] | None:
+        """The int8 artifact's accuracy certificate against fp32 (None for other precisions)."""
+        return (self.parts.metadata.get("certificate") if self.parts else None) or None
+
+    @property
+    def backend(self) -> str:
+        return self.parts.runner.name if self.parts else self.settings.backend
+
+    @property
+    def serves_on(self) -> backends.Backend:
+        """The registered backend this model is served on (its platform, its shape limits)."""
+        return backends.get(self.settings.backend)
+
+    @property
+    def requests(self) -> RequestMetrics:
+        """The request series of this model: its loaded version's, or version "" before."""
+        if self.metrics is not None:
+            return self.metrics.requests
+        if self._early is None:
+            self._early = RequestMetrics((self.name, "", self.settings.backend))
+        return self._early
+
+    # -- loading ---------------------------------------------------------------------------
+    async def load(self, loader: Loader) -> None:
+        """Build the parts off the event loop, attach and warm them; record failures."""
+        started = time.perf_counter()
+        try:
+            parts = await asyncio.to_thread(loader, self.name, self.settings)
+            await self.attach(parts)
+        except Exception as exc:  # the service stays up, not ready, and says why
+            self.status.error = f"{type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", self.name, self.status.error)
+            return
+        self.status.load_seconds = round(time.perf_counter() - started, 3)
+        assert self.metrics is not None
+        self.metrics.load_duration.set(self.status.load_seconds)
+        log.info("model %s (%s) ready in %.2f s", self.name, self.version, self.status.load_seconds)
+
+    async def attach(self, parts: Parts) -> None:
+        """Serve `parts`: metrics, batcher, warm-up, then ready."""
+        self.parts = parts
+        if (limit := parts.plugin.batch_limit) is not None and limit < self.config.max_batch_size:
+            log.info("model %s takes batches of at most %d (fixed batch axis): served at that size", self.name, limit)
+            self.config = dataclasses.replace(self.config, max_batch_size=limit)
+        self.metrics = ModelMetrics((self.name, parts.version, parts.runner.name))
+        self.metrics.ready.set(0)
+        self.batcher = Batcher(self.name, self._run_batch, self.config, self.metrics)
+        self.batcher.start()
+        await asyncio.wait_for(self.warmup(), self.settings.warmup_s)
+        self.status.ready = True
+        self.metrics.ready.set(1)
+
+    async def warmup(self) -> None:
+        """The example items at a few batch sizes through processor and runner.
+
+        The batcher is bypassed so that warm-up batches never count as traffic.
+        """
+        parts = self._parts()
+        rows = await asyncio.to_thread(self._example_rows)
+        for size in (1, min(len(rows), self.config.max_batch_size)):
+            outputs = await asyncio.to_thread(self._run_batch, rows[:size])
+            for row in outputs if self.tasks else ():  # a model of no task: tensors only
+                parts.processor.postprocess(row, self.tasks[0])
+
+    def _example_rows(self) -> list[Row]:
+        parts = self._parts()
+        rows = []
+        for index, item in enumerate(parts.plugin.example_items()):
+            try:
+                rows.append(parts.processor.preprocess(item))
+            except BadInput as exc:  # an example past this server's configured limits
+                log.warning("model %s: warm-up skips example %d: %s", self.name, index, exc)
+        if not rows:
+            raise RuntimeError(f"no example item of {self.name} fits the configured limits")
+        return rows
+
+    # -- the two entry points ------------------------------------------------------------
+    def check_priority(self, priority: Any) -> None:
+        """BadRequest naming `priority` unless it is one of this model's levels (or 0)."""
+        self._batcher().level(priority)
+
+    def budget(self, timeout: float | None) -> float:
+        """A request's time budget: its own timeout where it asks for less than the model's."""
+        return min(timeout, self.config.timeout_s) if timeout else self.config.timeout_s
+
+    async def infer_items(
+        self, items: Sequence[Any], task: Task, timeout: float | None = None, priority: int = 0
+    ) -> list[Any]:
+        """Domain items to typed task results, one per item, in order.
+
+        The request is bounded before any work: its priority checked, its pixel budget (from
+        the image headers), then admission to the batcher; preprocessing counts inside its
+        timeout.
+        """
+        parts, batcher, metrics = self._parts(), self._batcher(), self._metrics()
+        started = time.perf_counter()
+        budget = self.budget(timeout)
+        deadline = time.monotonic() + budget
+        self.check_priority(priority)
+        self._check_pixels(parts.processor, items)
+        batcher.admit(len(items), budget)
+        metrics.inflight.inc()
+        stop = threading.Event()  # set when the request is abandoned: preprocessing stops early
+        try:
+            try:
+                with tracing.stage("preprocess"):
+                    rows = await self._preprocess_within(items, deadline, budget, stop, parts.processor.inline)
+            finally:
+                batcher.release(len(items))  # queued by submit below, or failed: the room is free again
+            preprocessed = time.perf_counter()
+            outputs = await batcher.submit(
+                rows, max(1e-3, deadline - time.monotonic()), admitted=True, priority=priority
+            )
+            post_start = time.perf_counter()
+            results = [parts.processor.postprocess(row, task) for row in outputs]
+            metrics.preprocess.observe(preprocessed - started)
+            metrics.postprocess.observe(time.perf_counter() - post_start)
+            return results
+        finally:
+            metrics.inflight.dec()
+
+    async def _preprocess_within(
+        self, items: Sequence[Any], deadline: float, budget: float, stop: threading.Event, inline: bool
+    ) -> list[Row]:
+        """Preprocess off the event loop (inline processors on it) within the deadline."""
+        try:
+            if inline:
+                return self._preprocess(items, deadline, stop)
+            work = asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items, deadline, stop)
+            return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
+        finally:
+            stop.set()
+
+    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> None:
+        limit = self.settings.limits.max_request_pixels
+        total = sum(processor.pixels(item) for item in items)
+        if total > limit:
+            raise TooLarge(
+                f"the images of this request hold {total / 1e6:.1f} megapixels; the limit per request is "
+                f"{limit / 1e6:g}"
+            )
+
+    async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None, priority: int = 0) -> list[Row]:
+        """Named arrays per row straight to the batcher (inputs already checked)."""
+        batcher, metrics = self._batcher(), self._metrics()
+        metrics.inflight.inc()
+        try:
+            return await batcher.submit(rows, self.budget(timeout), priority=priority)
+        finally:
+            metrics.inflight.dec()
+
+    def sample(self, count: int) -> list[Any]:
+        """`count` random items from the model's processor (generate with `count`)."""
+        try:
+            return self._parts().processor.sample(count)
+        except BadInput as exc:
+            raise ItemError(0, str(exc)) from None
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    async def retire(self) -> None:
+        """Out of service (replaced or unloaded): let every request that resolved this runtime
+        finish, finish the queue, then free the model (its runner's memory back to the OS)."""
+        while self.holds:
+            await asyncio.sleep(0.02)
+        await self.close()
+        self.status.ready = False
+        if self.metrics is not None:
+            self.metrics.ready.set(0)  # multiprocess gauges cannot drop a series: 0 says gone
+        self.parts = self.batcher = None
+        await asyncio.to_thread(release_memory)
+
+    # -- internals -------------------------------------------------------------------------
+    def _preprocess(
+        self, items: Sequence[Any], deadline: float | None = None, stop: threading.Event | None = None
+    ) -> list[Row]:
+        processor = self._parts().processor
+        rows = []
+        for index, item in enumerate(items):
+            if stop is not None and stop.is_set():
+                break  # abandoned (timed out, client gone): nobody waits for the rest
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{self.name} did not answer in time (preprocessing)")
+            try:
+                rows.append(processor.preprocess(item))
+            except BadInput as exc:
+                raise ItemError(index, str(exc)) from None
+        return rows
+
+    def _run_batch(self, rows: list[Row]) -> list[Row]:
+        parts = self._parts()
+        return split(parts.runner.run(collate(rows, parts.spec)), len(rows))
+
+    def check_ready(self) -> None:
+        if not self.status.ready:
+            raise self.not_ready()
+
+    def not_ready(self) -> Unavailable:
+        return Unavailable(f"model {self.name} is not ready: {self.status.error or 'loading'}", "model", 5)
+
+    def _parts(self) -> Parts:
+        if self.parts is None:
+            raise self.not_ready()
+        return self.parts
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise self.not_ready()
+        return self.batcher
+
+    def _metrics(self) -> ModelMetrics:
+        if self.metrics is None:
+            raise self.not_ready()
+        return self.metrics
