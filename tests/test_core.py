@@ -1,7 +1,7 @@
 """The core in-process: a new model and a new task, the error table, metrics that tell the truth.
 
 A test plugin with a task of its own (`count`: words per text) shows what each addition
-touches: the model is one plugin class (registered here as a plugin file would register it),
+touches (tests/fakes.py): the model is one plugin class (registered here as a plugin file would register it),
 and the task is one entry of the task table plus its result type.  Nothing else changes:
 the task endpoint, the v2 `<name>` and `<name>_raw` models, the metrics and the error
 mapping all come from the table and the spec.  The parts run on a fake runner (the hub is
@@ -13,126 +13,37 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
 
 import zoo
 from services.api import tasks
 from services.api.http_app import create_app
-from services.api.tensors import OutputTensor, TensorMeta
-from services.config import Settings, load_settings
+from services.config import load_settings
 from services.errors import KINDS, REASONS, ServeError, kind_of
 from services.metrics import BATCH_BUCKETS, sample_gpus
 from services.runtime.hub import Hub
-from services.runtime.model import Parts
 from services.runtime.workers import WorkerBoard
+from tests.fakes import COUNT, RUNNER, WordCounter, fake_loader
+
+ROWS_BEFORE: list[float] = []
 
 
-# -- a new task: its result type and its table entry ---------------------------------------------
-class WordsResponse(BaseModel):
-    model: str
-    results: list[dict[str, int]]
-
-
-@dataclass(frozen=True)
-class WordCount:
-    words: int
-
-
-COUNT = tasks.TaskCodec(
-    name="count",
-    summary="Words per text",
-    result_type=WordCount,
-    field="texts",
-    decode_item=tasks.text_item,
-    to_json=lambda result, options: {"words": result.words},
-    v2_input=tasks.TEXTS,
-    v2_outputs=(TensorMeta("words", "INT64", (-1,)),),
-    to_v2=lambda results, options: (
-        {"words": OutputTensor("words", "INT64", np.array([r.words for r in results], np.int64))},
-        {},
-    ),
-    request_doc=tasks.task_docs.TextRequest,
-    response_doc=WordsResponse,
-)
-
-
-# -- a new model: one plugin ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CounterConfig:
-    max_words: int = 1000
-
-
-class CounterProcessor(zoo.Processor):
-    inline: ClassVar[bool] = True
-
-    def __init__(self, limits: zoo.InputLimits) -> None:
-        self.limits = limits
-
-    def preprocess(self, item: Any) -> zoo.Row:
-        text = zoo.check_text(item, self.limits.max_text_chars)
-        return {"length": np.array([len(text.split())], np.int64)}
-
-    def postprocess(self, row: zoo.Row, task: str) -> WordCount:
-        return WordCount(int(row["doubled"][0]) // 2)
-
-
-class WordCounter(zoo.Plugin[CounterConfig]):
-    """Counts words (the runner doubles, the processor halves: the row really went through it)."""
-
-    name: ClassVar[str] = "word_counter"
-    tasks: ClassVar[tuple[str, ...]] = ("count",)
-    Config: ClassVar[type] = CounterConfig
-
-    @property
-    def spec(self) -> zoo.ExportSpec:
-        bound = (0, self.config.max_words)
-        return zoo.ExportSpec(
-            inputs=(zoo.TensorSpec("length", "int64", (zoo.BATCH, 1), range=bound),),
-            outputs=(zoo.TensorSpec("doubled", "int64", (zoo.BATCH, 1)),),
-        )
-
-    def build(self) -> Any:
-        raise NotImplementedError("served from its fake runner only")
-
-    def processor(self, assets: Path, limits: zoo.InputLimits = zoo.DEFAULT_LIMITS) -> zoo.Processor:
-        return CounterProcessor(limits)
-
-    def example_items(self) -> list[Any]:
-        return ["one two", "three"]
-
-
-class DoublingRunner:
-    name = "fake"
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    def run(self, feeds: zoo.Batch, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        self.batches.append(len(feeds["length"]))
-        return {"doubled": feeds["length"] * 2}
-
-
-RUNNER = DoublingRunner()
-
-
-def fake_loader(name: str, settings: Settings) -> Parts:
-    plugin = zoo.get(name)()
-    return Parts(plugin, plugin.processor(Path("."), settings.limits.for_items()), RUNNER, "v1", {"parity": {}})
+def rows_counted() -> float:
+    labels = {"model": "word_counter", "version": "v1", "backend": "fake"}
+    return REGISTRY.get_sample_value("zooserve_inference_rows_total", labels) or 0.0
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Hub, Any, asyncio.AbstractEventLoop]]:
     zoo.register(WordCounter)
     tasks.register(COUNT)
+    RUNNER.batches.clear()  # this module's batches and rows only (other modules serve word_counter too)
+    ROWS_BEFORE.append(rows_counted())
     loop = asyncio.new_event_loop()
     hub = Hub(WorkerBoard(1, folder=Path(f"/tmp/zooserve-test-board-{id(loop)}")))
     settings = load_settings({"ZOOSERVE_MODELS": "word_counter", "ZOOSERVE_BACKEND": "onnxruntime"})
@@ -210,11 +121,9 @@ def test_warm_up_is_not_counted_as_traffic(served: Any) -> None:
     hub = served[0]
     runtime = hub.models["word_counter"]
     assert runtime.status.ready and RUNNER.batches[:2] == [1, 2]  # the warm-up ran the runner ...
-    rows = REGISTRY.get_sample_value(
-        "zooserve_inference_rows_total", {"model": "word_counter", "version": "v1", "backend": "fake"}
-    )
+    rows = rows_counted() - ROWS_BEFORE[-1]
     # ... but only the rows of the requests of the tests above count
-    assert rows is not None and rows > 0 and rows == sum(RUNNER.batches[2:])
+    assert rows > 0 and rows == sum(RUNNER.batches[2:])
 
 
 def test_priority_and_timeout_come_from_the_body_or_the_headers(served: Any) -> None:

@@ -492,21 +492,6 @@ def test_requested_outputs_are_honoured_and_mixed_encodings_work(
     np.testing.assert_array_equal(zipped.as_numpy("embeddings"), only.as_numpy("embeddings"))
 
 
-def test_grpc_typed_contents_are_accepted(small_server: Server, grpc_client: tgrpc.InferenceServerClient) -> None:
-    """Clients that send InferTensorContents instead of raw bytes (Triton's wire-compatible proto)."""
-    latents = np.random.default_rng(3).standard_normal((2, 100)).astype(np.float32)
-    request = service_pb2.ModelInferRequest(model_name="gan_generator")
-    tensor = request.inputs.add(name="latent", datatype="FP32", shape=[2, 100])
-    tensor.contents.fp32_contents.extend(latents.ravel().tolist())
-    with grpc.insecure_channel(f"127.0.0.1:{small_server.grpc_port}") as channel:
-        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
-    assert len(answer.raw_output_contents) == 1 and list(answer.outputs[0].shape) == [2, 1, 28, 28]
-    typed = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(2, 1, 28, 28)
-    np.testing.assert_array_equal(
-        typed, grpc_client.infer("gan_generator", grpc_inputs({"latent": latents})).as_numpy("image")
-    )
-
-
 def test_http_v2_infer_with_curl_style_json(small_server: Server) -> None:
     """The README's curl example: plain JSON in, plain JSON out (gzip off)."""
     body = {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [1, 100], "data": [0.1] * 100}]}
