@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Export the default zoo into the BentoML model store; only what is missing is exported.
+# Export what will be served into the BentoML model store, only what is missing: with a serving
+# manifest (ZOOSERVE_CONFIG) exactly what it declares; without one, every zoo model that has no
+# export yet (a user's own export is never replaced).  Neither moves what `latest` points at.
 # WEIGHTS=pretrained: each model's official pretrained weights (torchvision DEFAULT, a named
 # Hugging Face BERT), downloaded into their usual caches; the default is deterministic random init.
 export: install
-	$(BIN)/zoo export --all --if-missing $(if $(filter pretrained,$(WEIGHTS)),--pretrained)
+	$(BIN)/zoo export $(if $(ZOOSERVE_CONFIG),--manifest "$(ZOOSERVE_CONFIG)",--all --if-missing $(if $(filter pretrained,$(WEIGHTS)),--pretrained))
 
 # Serve the default zoo on $(PORT) (HTTP) and $${ZOOSERVE_GRPC_PORT:-8001} (gRPC), in the foreground;
 # WORKERS=N runs N serving processes (ZOOSERVE_WORKERS), each with every model.  Loopback only

@@ -8,27 +8,37 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporters.declared import export_declared, write_manifest
 from exporters.export import export
 from exporters.importing import add_parser as add_import_parser
 from exporters.listing import print_info, print_list
 from exporters.tune import tune
 from zoo import backends
+from zoo.artifact import find, store_name
 from zoo.imported import register_stored
 from zoo.registry import UnknownModel, get, list_models
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _export(args: argparse.Namespace) -> None:
+    if args.manifest:
+        for found in export_declared(args.manifest, _progress):
+            print(f"{found.artifact.tag} {'exported' if found.created else 'present'} ({found.model}, declared)")
+        return
     names = list_models() if args.all else [args.name]
     if not args.all:
         get(args.name)  # fail on an unknown name before any heavy import
-
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     for name in names:
+        target = store_name(name, args.format, args.precision)
+        if args.if_missing and (stored := find(target)) is not None:
+            print(f"{stored.tag} present (latest of {target}: nothing exported, nothing changed)")
+            continue
         weights = get(name).pretrained if args.pretrained else args.weights
         result = export(
-            name, args.format, weights, args.precision, force=args.force, progress=progress,
+            name, args.format, weights, args.precision, force=args.force, progress=_progress,
             calibration=args.calibration,
         )
         parity = result.artifact.metadata.get("parity") or {}
@@ -36,7 +46,15 @@ def _export(args: argparse.Namespace) -> None:
         figures = f" parity max_abs={parity['max_abs']:.3g}" if parity else ""
         if cert := result.artifact.metadata.get("certificate"):
             figures += f" certificate {json.dumps(cert['figures'])} passed={cert['passed']} gated={cert['gated']}"
-        print(f"{result.artifact.tag} {state} {result.seconds:.1f}s{figures}")
+        print(f"{result.artifact.tag} {state} {result.seconds:.1f}s{figures} (now {target}:latest)")
+
+
+def _manifest(args: argparse.Namespace) -> None:
+    text = write_manifest(args.output)
+    if args.output is None:
+        print(text, end="")
+    else:
+        print(f"wrote {args.output}: {text.count('weights:')} models", file=sys.stderr)
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -56,7 +74,18 @@ def parser() -> argparse.ArgumentParser:
     exp = commands.add_parser("export", help="export into the BentoML model store (skips what is there)")
     exp.add_argument("name", nargs="?", help="the model to export (or --all)")
     exp.add_argument("--all", action="store_true", help="every registered model, default config")
-    exp.add_argument("--if-missing", action="store_true", help="the default; kept for readability")
+    exp.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="skip a model that has any artifact of this format and precision stored already (what make serve "
+        "runs: a user's own export is never replaced by a default one)",
+    )
+    exp.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="export what this serving manifest (ZOOSERVE_CONFIG) declares and the store lacks; moves no latest",
+    )
     exp.add_argument("--force", action="store_true", help="export again even if the same content is stored")
     exp.add_argument(
         "--format",
@@ -77,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--calibration", help="int8: a folder of your own JPEG/PNG photos to calibrate on")
     exp.set_defaults(run=_export)
     add_import_parser(commands)
+    man = commands.add_parser("manifest", help="write a serving manifest of what the store holds (to start from)")
+    man.add_argument("--output", "-o", type=Path, help="the file to write (default: standard output)")
+    man.set_defaults(run=_manifest)
     tun = commands.add_parser("tune", help="measure batch size x threads x precision; print the best config")
     tun.add_argument("name", help="an exported model")
     tun.add_argument("--p99-ms", type=float, help="latency budget per row (estimate; see exporters/tune.py)")
@@ -92,8 +124,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "export" and bool(args.name) == bool(args.all):
-        print("zoo export: give a model name or --all", file=sys.stderr)
+    if args.command == "export" and sum((bool(args.name), args.all, bool(args.manifest))) != 1:
+        print("zoo export: give a model name, --all or --manifest FILE", file=sys.stderr)
         return 2
     if args.command == "export" and args.all and args.weights:
         print("zoo export: --weights applies to one model, not --all", file=sys.stderr)
@@ -102,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("zoo export: give --weights or --pretrained, not both", file=sys.stderr)
         return 2
     try:
-        if args.command in ("list", "info"):
+        if args.command in ("list", "info", "manifest"):
             register_stored()  # models `zoo import` put in the store
         args.run(args)
     except UnknownModel as exc:

@@ -16,7 +16,7 @@ from exporters.onnx import export_onnx
 from exporters.quantize import PHOTOS, quantize_artifact
 from exporters.tensorrt import build_engine, engine_identity
 from zoo import artifact as store
-from zoo import backends, create
+from zoo import backends, create, provenance
 from zoo.api import Plugin, hash_path
 from zoo.artifact import RUNNABLE, Format
 from zoo.cpu import cpu_info
@@ -114,8 +114,14 @@ def export(
     force: bool = False,
     progress: Progress = print,
     calibration: str | Path | None = None,
+    latest: bool = True,
 ) -> ExportResult:
-    """Export `name` unless an artifact of the same content is stored already."""
+    """Export `name` unless an artifact of the same content is stored already.
+
+    `latest`: the artifact becomes its store name's `latest`, found or made (the user asked for
+    it); False for what another export needs (int8's fp32, an engine's ONNX) and for manifest
+    exports, which never change what another command serves.
+    """
     backends.check_export(fmt, precision)
     plugin = create(name, weights=weights, **dict(overrides or {}))
     started = time.perf_counter()
@@ -127,7 +133,8 @@ def export(
     version = store.content_key(ident)
     existing = store.find(target, version)
     if existing is not None and not force:
-        store.mark_latest(existing)  # what was asked for last is what `latest` serves
+        if latest:
+            store.mark_latest(existing)  # what was asked for last is what `latest` serves
         progress(f"{name}: {existing.tag} is already in the model store")
         return ExportResult(existing, created=False, seconds=0.0)
 
@@ -142,6 +149,7 @@ def export(
             "spec_fingerprint": ident["spec"],
             "opset": plugin.spec.opset,
             "weights_source": plugin.weights_source(),
+            **provenance.record(weights, plugin),
             **built,
             "export_seconds": seconds,
             "versions": store.library_versions("zooserve", "onnxruntime", *ident["libraries"]),
@@ -149,7 +157,7 @@ def export(
         labels = {"zoo-model": name, "format": fmt, "precision": precision}
         if store.find(target, version) is not None:  # a forced re-export replaces the old copy
             store.delete(target, version)
-        artifact = store.save(target, version, work, meta, labels)
+        artifact = store.save(target, version, work, meta, labels, latest=latest)
     progress(f"{name}: saved {artifact.tag} in {seconds:.1f} s")
     return ExportResult(artifact, created=True, seconds=seconds)
 
@@ -168,7 +176,7 @@ def _build(
     # int8 and engines are made from the fp32 ONNX artifact of the same weights and config.
     weights = plugin.source.ref if plugin.source is not None else plugin.weights
     if precision == "int8":
-        onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
+        onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress, latest=False)
         return {"parity": None, **quantize_artifact(plugin, onnx.artifact, work, progress, calibration)}
     if fmt == "onnx":
         report = export_onnx(plugin, work, progress, module)
@@ -180,5 +188,5 @@ def _build(
         plugin.write_assets(work)
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(work / RUNNABLE["torch"]))
         return {"parity": None}
-    onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress)
+    onnx = export(plugin.name, "onnx", weights, "fp32", overrides, progress=progress, latest=False)
     return {"parity": build_engine(plugin, onnx.artifact, precision, work, progress).to_dict()}

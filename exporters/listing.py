@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
+from services.config import load_settings
 from zoo import backends
 from zoo.api import Plugin
 from zoo.artifact import find, store_name
@@ -36,12 +38,26 @@ def print_info(args: argparse.Namespace) -> None:
         "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
         "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
         "opset": spec.opset,
-        "exporter": spec.exporter,
+        "exporter": plugin.exported_by,
         "tolerance": {"atol": spec.atol, "rtol": spec.rtol},
         "backends": runs_on(plugin),
         "int8": stored_int8(args.name),
+        "declared": declared(args.name),
     }
     print(json.dumps(info, indent=2))
+
+
+def declared(name: str) -> dict[str, Any] | None:
+    """The serving manifest's entry of `name` (ZOOSERVE_CONFIG), and the stored artifact it selects."""
+    if not os.environ.get("ZOOSERVE_CONFIG"):
+        return None
+    settings = load_settings()
+    if name not in settings.models:
+        return {"manifest": str(settings.manifest.path), "served": False}
+    entry = settings.for_model(name)
+    found = {"manifest": str(settings.manifest.path), "served": True, "weights": entry.weights or "latest"}
+    found.update(precision=entry.precision, default=entry.default, backend=settings.backend_for(name))
+    return found
 
 
 def runs_on(plugin: Plugin[Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import bentoml
 
 from services.api.tasks import TASKS
 from services.config import load_settings
-from services.runtime.model import load_from_store
+from services.runtime.loading import load_from_store
 from zoo.api import collate, split
 
 MAX_BATCH = int(os.environ.get("ZOOSERVE_BASELINE_MAX_BATCH", "32"))

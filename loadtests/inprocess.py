@@ -76,7 +76,7 @@ class Limit:
 
     def __init__(self, model: str) -> None:
         from services.config import load_settings
-        from services.runtime.model import load_from_store
+        from services.runtime.loading import load_from_store
         from zoo.cpu import cpu_threads
 
         env = {**os.environ, "ZOOSERVE_MODELS": model}

@@ -1,13 +1,7 @@
-"""Settings from ZOOSERVE_* variables and an optional YAML file (ZOOSERVE_CONFIG).
+"""Settings from ZOOSERVE_* variables and the serving manifest (ZOOSERVE_CONFIG, services/manifest.py).
 
-The YAML file holds per-model batching knobs and request limits:
-
-    defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
-    models:
-      resnet50: {max_batch_size: 16, precision: int8, intra_op_threads: 2}   # `zoo tune` writes these
-      bert: {max_queue_size: 64, version: 3f2c...}   # pin a model-store version
-    limits: {max_items: 64, max_body_bytes: 16777216}
-    precision: fp32   # every model's default (ZOOSERVE_PRECISION wins); a model's own key wins over both
+A variable wins over the manifest's key of the same setting; ZOOSERVE_MODELS, when set, chooses
+the served models instead of the manifest's `models`.
 """
 
 from __future__ import annotations
@@ -22,68 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from services.manifest import Batching, ConfigError, Manifest, build, entries, read
 from services.packed import bento_models
 from zoo import backends, list_models
 from zoo.api import InputLimits
 from zoo.imported import register_stored
 from zoo.plugins import failures
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it."""
-
-
-@dataclass(frozen=True)
-class Batching:
-    """One model's dynamic batcher (Triton's dynamic_batching, in rows)."""
-
-    max_batch_size: int = 32
-    max_queue_delay_ms: float = 2.0  # how long the first row of a batch may wait for company
-    max_queue_size: int = 256  # rows waiting; beyond it requests are rejected at once (429)
-    timeout_s: float = 30.0  # per request, queue and compute together (504)
-    version: str = "latest"  # the model-store version to serve
-    # Request priorities (Triton's): levels 1..priority_levels, 1 the highest; a request's 0
-    # means default_priority_level.  A row waiting priority_aging_ms gains one level.
-    priority_levels: int = 3
-    default_priority_level: int = 2
-    priority_aging_ms: float = 1000.0
-    # Several versions at once: these store versions, or the `latest` N by creation time (the
-    # first is the default).  `traffic` splits the requests that name no version by weight.
-    versions: tuple[str, ...] = ()
-    latest: int = 0
-    traffic: Mapping[str, float] = field(default_factory=dict)
-
-    precision: str = "fp32"  # fp32 | fp16 (TensorRT, torch on CUDA) | int8 (ONNX Runtime)
-    intra_op_threads: int = 0  # ONNX Runtime's threads per batch; 0: the cores this process may use
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
-        object.__setattr__(self, "traffic", {str(k): v for k, v in dict(self.traffic or {}).items()})
-        if self.versions and self.latest:
-            raise ConfigError("give versions or latest, not both")
-        if self.latest < 0:
-            raise ConfigError("latest must be >= 0")
-        if any(isinstance(w, bool) or not isinstance(w, int | float) or w <= 0 for w in self.traffic.values()):
-            raise ConfigError("traffic weights must be positive numbers")
-        strangers = sorted(set(self.traffic) - set(self.versions))
-        if self.versions and strangers:
-            raise ConfigError(f"traffic names versions not in versions: {strangers}")
-        if self.precision not in backends.precisions():
-            raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(backends.precisions())}")
-        if self.intra_op_threads < 0:
-            raise ConfigError("intra_op_threads must be >= 0 (0: every core)")
-        if self.max_batch_size < 1:
-            raise ConfigError("max_batch_size must be at least 1")
-        if self.max_queue_delay_ms < 0 or self.timeout_s <= 0:
-            raise ConfigError("max_queue_delay_ms must be >= 0 and timeout_s > 0")
-        if self.max_queue_size < self.max_batch_size:
-            raise ConfigError("max_queue_size must be at least max_batch_size")
-        if self.priority_levels < 1 or not 1 <= self.default_priority_level <= self.priority_levels:
-            raise ConfigError("priority_levels must be at least 1 and default_priority_level within 1..priority_levels")
-        if self.priority_aging_ms <= 0:
-            raise ConfigError("priority_aging_ms must be > 0")
 
 
 @dataclass(frozen=True)
@@ -119,30 +57,30 @@ class Settings:
     repository_api: bool = False  # ZOOSERVE_REPOSITORY_API: load/unload at run time (admin token)
     batching: Mapping[str, Batching] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    manifest: Manifest = field(default_factory=Manifest)
 
     def for_model(self, name: str) -> Batching:
         return self.batching.get(name, Batching())
 
+    def backend_for(self, name: str) -> str:
+        """The backend `name` is served on: its manifest entry's, else the server's."""
+        return self.for_model(name).backend or self.backend
+
     def with_version(self, name: str, version: str) -> Settings:
         """These settings with `name` pinned to one store version (one of several served)."""
-        config = dataclasses.replace(self.for_model(name), version=version)
+        return self.with_model(name, version=version)
+
+    def with_model(self, name: str, **changes: Any) -> Settings:
+        """These settings with `changes` to `name`'s entry."""
+        config = dataclasses.replace(self.for_model(name), **changes)
         return dataclasses.replace(self, batching={**self.batching, name: config})
 
 
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def served_models(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """ZOOSERVE_MODELS; unset: the models a bento carries, or outside a bento every zoo model."""
+def served_models(env: Mapping[str, str] | None = None, manifest: Manifest | None = None) -> tuple[str, ...]:
+    """ZOOSERVE_MODELS; unset: the manifest's `models`, else the models a bento carries, else every
+    zoo model."""
     env = os.environ if env is None else env
+    manifest = read(env.get("ZOOSERVE_CONFIG")) if manifest is None else manifest
     register_stored()  # models `zoo import` put in the store are known by name too
     known = list_models()
     models = tuple(m.strip() for m in env.get("ZOOSERVE_MODELS", "").split(",") if m.strip())
@@ -152,21 +90,15 @@ def served_models(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         if name not in known:
             broken = "".join(f"; {f}" for f in failures())
             raise ConfigError(f"ZOOSERVE_MODELS: unknown model {name!r}; known models: {', '.join(known)}{broken}")
-    return models or bento_models(known) or tuple(known)
+    return models or tuple(manifest.models) or bento_models(known) or tuple(known)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment (and ZOOSERVE_CONFIG's YAML)."""
     env = os.environ if env is None else env
-    data: dict[str, Any] = {}
-    if path := env.get("ZOOSERVE_CONFIG"):
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"ZOOSERVE_CONFIG={path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"ZOOSERVE_CONFIG={path}: expected a mapping at the top level")
-    models = served_models(env)
+    manifest = read(env.get("ZOOSERVE_CONFIG"))
+    data = manifest.data
+    models = served_models(env, manifest)
     backend = env.get("ZOOSERVE_BACKEND", data.get("backend", "onnxruntime"))
     device = env.get("ZOOSERVE_DEVICE", data.get("device", "cpu"))
     if backend not in backends.names():
@@ -177,13 +109,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         runs_on = ", ".join(backends.get(backend).devices)
         raise ConfigError(f"ZOOSERVE_BACKEND={backend} needs ZOOSERVE_DEVICE={runs_on}, not {device}")
     precision = env.get("ZOOSERVE_PRECISION") or data.get("precision") or _deprecated_fp16(env, data)
-    defaults = {"precision": precision, **(data.get("defaults") or {})}
-    per_model = data.get("models") or {}
-    batching = {
-        name: _build(Batching, {**defaults, **(per_model.get(name) or {})}, f"models.{name}") for name in models
-    }
+    batching = entries(manifest, models, list_models(), precision)
     for name, knobs in batching.items():
-        _check_precision(name, knobs.precision, backend, device)
+        _check_precision(name, knobs.precision, knobs.backend or backend, device)
     try:
         grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
     except ValueError:
@@ -214,7 +142,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls=tls_files(env),
         warmup_s=float(data.get("warmup_s", 60.0)),
         batching=batching,
-        limits=_build(Limits, data.get("limits") or {}, "limits"),
+        limits=build(Limits, data.get("limits") or {}, f"{manifest.where}: limits"),
+        manifest=manifest,
     )
 
 
@@ -268,17 +197,29 @@ def tls_files(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     return cert, key
 
 
-def http_listen_host(argv: list[str] | None = None) -> str | None:
-    """The address this worker's HTTP server listens on, or None outside a BentoML worker.
+DEFAULT_HOST = "127.0.0.1"  # what plain `bentoml serve` binds (the service's http.host): loopback
 
-    BentoML's arbiter binds the HTTP socket (`bentoml serve --host`, BENTOML_HOST or the
-    config's http.host) and hands it to each worker as `--fd N`: the socket itself says which
-    host was chosen, whichever way it was given.
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of `--name V` or `--name=V` in `argv`."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")), None)
+    if value is None and name in argv[:-1]:
+        value = argv[argv.index(name) + 1]
+    return value
+
+
+def http_listen_host(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The address this server's HTTP side listens on, or None outside `bentoml serve`.
+
+    BentoML's arbiter binds the HTTP socket (`bentoml serve --host`, BENTOML_HOST, else the
+    service's http.host: DEFAULT_HOST) and hands it to each worker as `--fd N`: in a worker the
+    socket itself says which host was chosen; in the arbiter (`bentoml serve ...`), its options do.
     """
     argv = sys.argv if argv is None else argv
-    fd = next((a.split("=", 1)[1] for a in argv if a.startswith("--fd=")), None)
-    if fd is None and "--fd" in argv[:-1]:
-        fd = argv[argv.index("--fd") + 1]
+    env = os.environ if env is None else env
+    fd = _option(argv, "--fd")
+    if fd is None and "serve" in argv[1:3]:  # the arbiter, before any worker exists
+        return _option(argv, "--host") or env.get("BENTOML_HOST") or DEFAULT_HOST
     if fd is None or not fd.isdigit():
         return None
     try:

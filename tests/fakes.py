@@ -22,7 +22,7 @@ import zoo
 from services.api import tasks
 from services.api.tensors import OutputTensor, TensorMeta
 from services.config import Settings
-from services.runtime.model import Parts
+from services.runtime.loading import Parts
 
 
 # -- a new task: its result type and its table entry ---------------------------------------------

@@ -96,7 +96,9 @@ def test_a_new_task_is_served_by_its_endpoint_and_v2_raw(served: Any) -> None:
     answer = call(served, "POST", "/count", {"texts": ["a b c", "", "one two"]})
     assert answer.status_code == 200, answer.text
     # no `model`: the one served model of the task answers
-    assert answer.json() == {"model": "word_counter", "results": [{"words": 3}, {"words": 0}, {"words": 2}]}
+    results = [{"words": 3}, {"words": 0}, {"words": 2}]
+    assert answer.json() == {"model": "word_counter", "model_version": "v1", "results": results}
+    assert (answer.headers["zooserve-model"], answer.headers["zooserve-model-version"]) == ("word_counter", "v1")
     body = {"inputs": [{"name": "texts", "datatype": "BYTES", "shape": [2], "data": ["x y", "z"]}]}
     raw = call(served, "POST", "/v2/models/word_counter_raw/infer", body)
     assert raw.status_code == 200, raw.text
@@ -127,7 +129,7 @@ def test_warm_up_is_not_counted_as_traffic(served: Any) -> None:
 
 
 def test_priority_and_timeout_come_from_the_body_or_the_headers(served: Any) -> None:
-    ok = {"model": "word_counter", "results": [{"words": 2}]}
+    ok = {"model": "word_counter", "model_version": "v1", "results": [{"words": 2}]}
     assert call(served, "POST", "/count", {"texts": ["a b"], "priority": 1, "timeout_ms": 5000}).json() == ok
     headers = {"X-Request-Priority": "3", "X-Request-Timeout-Ms": "5000"}
     assert call(served, "POST", "/count", {"texts": ["a b"]}, headers).json() == ok

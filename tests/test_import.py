@@ -354,7 +354,7 @@ def test_an_imported_real_network_names_real_photos(server: Server) -> None:
 
 def test_an_imported_model_on_another_backend_says_so() -> None:
     from services.config import load_settings
-    from services.runtime.model import load_from_store
+    from services.runtime.loading import load_from_store
     from zoo.imported import ImportedConfig, imported_class
     from zoo.registry import register, unregister
 

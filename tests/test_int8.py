@@ -26,7 +26,7 @@ from exporters.export import export
 from exporters.quantize import QuantizationError
 from exporters.tune import Cell, choose, config_section
 from services.config import ConfigError, load_settings
-from services.runtime.model import load_from_store
+from services.runtime.loading import load_from_store
 from tests.helpers import ROOT, http_json, running_server
 from zoo.api import ExportSpec, Int8Spec
 from zoo.artifact import find, store_name

@@ -62,6 +62,17 @@ class WeightsSource:
     labels: tuple[str, ...] | None = None
 
 
+RANDOM_INIT = "random-init"
+
+
+def random_init_seed(weights: str) -> int:
+    """The seed of "random-init" or "random-init:seed=N"."""
+    rest = weights.removeprefix(RANDOM_INIT).removeprefix(":")
+    if rest and not (rest.startswith("seed=") and rest[5:].isdigit()):
+        raise ValueError(f"{weights!r}: write random-init or random-init:seed=N")
+    return int(rest[5:]) if rest else 0
+
+
 def is_named(weights: str | Path | None) -> bool:
     """True for a named source (`torchvision:...`, `hf:...`) rather than a local path."""
     return isinstance(weights, str) and weights.startswith(NAMED_SCHEMES)
@@ -248,9 +259,16 @@ class Plugin(ABC, Generic[ConfigT]):
     # The official pretrained weights `zoo export --all --pretrained` (make serve WEIGHTS=pretrained) uses.
     pretrained: ClassVar[str | None] = None
     formats: ClassVar[tuple[str, ...]] = ("onnx", "tensorrt", "torch")  # what its artifacts can be
+    # True when build() loads weights of the plugin's own given none (a package's pretrained
+    # file): manifests declare those as `plugin`, not `random-init`.
+    own_weights: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT | None = None, weights: str | Path | None = None) -> None:
         self.source: WeightsSource | None = None
+        self.seed = 0  # the random init's seed (weights "random-init:seed=N")
+        if isinstance(weights, str) and weights.startswith(RANDOM_INIT):
+            self.seed = random_init_seed(weights)
+            weights = None
         if is_named(weights):
             self.source = self.resolve_weights(str(weights))
             weights = self.source.path
@@ -310,7 +328,7 @@ class Plugin(ABC, Generic[ConfigT]):
     def weights_id(self) -> str:
         """Content identity of the weights: a hash of the files, or the random-init rule."""
         if self.weights is None:
-            return "random-init:seed=0"
+            return f"{RANDOM_INIT}:seed={self.seed}"
         return "sha256:" + hash_path(self.weights)
 
     def weights_source(self) -> str:
@@ -321,7 +339,12 @@ class Plugin(ABC, Generic[ConfigT]):
             return self.source.description
         if self.weights is not None:
             return f"file:{self.weights.name}"
-        return "random-init:seed=0"
+        return f"{RANDOM_INIT}:seed={self.seed}"
+
+    @property
+    def exported_by(self) -> str:
+        """What makes its artifacts: the torch exporter of its spec (`zoo import` for imported files)."""
+        return self.spec.exporter
 
 
 def hash_path(path: Path) -> str:

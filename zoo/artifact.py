@@ -29,6 +29,8 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from zoo.provenance import Declared
+
 Format = Literal["onnx", "tensorrt", "torch"]
 FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
 # The runnable file of each format; everything else in the folder is an asset or metadata.
@@ -136,6 +138,15 @@ def versions(name: str) -> list[str]:
     return [str(m.tag.version) for m in stored]
 
 
+def select(name: str, declared: Declared) -> Artifact | None:
+    """The newest stored version of `name` whose weights are `declared` (zoo/provenance.py)."""
+    for version in versions(name):
+        found = find(name, version)
+        if found is not None and declared.matches(found.metadata):
+            return found
+    return None
+
+
 def mark_latest(artifact: Artifact) -> None:
     """Make `artifact` its name's `latest` (BentoML's pointer file next to the versions), so a
     server on `latest` serves the export asked for last, not merely the one created last."""
@@ -156,10 +167,14 @@ def delete(name: str, version: str) -> None:
     bentoml.models.delete(f"{name}:{version}")
 
 
-def save(name: str, version: str, source: Path, metadata: dict[str, Any], labels: dict[str, str]) -> Artifact:
-    """Copy the files of `source` into the store as `name:version` with `metadata`."""
+def save(
+    name: str, version: str, source: Path, metadata: dict[str, Any], labels: dict[str, str], latest: bool = True
+) -> Artifact:
+    """Copy the files of `source` into the store as `name:version` with `metadata`; with `latest`
+    False the name's `latest` stays where it was (BentoML points it at every new version)."""
     import bentoml
 
+    before = _latest_pointer(name)
     with bentoml.models.create(f"{name}:{version}", labels=labels, metadata=_headline(metadata)) as model:
         for item in source.iterdir():
             target = Path(model.path_of(item.name))
@@ -170,7 +185,15 @@ def save(name: str, version: str, source: Path, metadata: dict[str, Any], labels
         Path(model.path_of(META_FILE)).write_text(json.dumps(metadata, indent=1, sort_keys=True))
     found = find(name, version)
     assert found is not None, f"{name}:{version} vanished from the store right after saving"
+    if not latest and before is not None:
+        (found.path.parent / "latest").write_text(before)
     return found
+
+
+def _latest_pointer(name: str) -> str | None:
+    """The version `name:latest` points at now (None: no version stored yet)."""
+    found = find(name)
+    return found.version if found is not None else None
 
 
 def _headline(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 from zoo import artifact as store
 from zoo.api import DEFAULT_LIMITS, BadInput, ExportSpec, InputLimits, Plugin, Processor, Row, Task, TensorSpec
 from zoo.generative import LatentProcessor
-from zoo.registry import UnknownModel, get, register, unregister
+from zoo.registry import UnknownModel, get, register, set_origin, unregister
 from zoo.results import Classification, Embedding, Sentiment
 from zoo.text import TOKENIZER_FILE, check_text, encode_pieces, read_labels, truncating
 from zoo.vision import ImagePreset, ImageProcessor, example_image
@@ -32,6 +32,7 @@ log = logging.getLogger("zooserve")
 
 IMPORT_TASKS: tuple[str, ...] = ("classify", "sentiment", "embed", "generate", "none")
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what zoo.text.encode_pieces gives
+IMPORTED_BY = "zoo import"  # the package `zoo list` names for an imported model
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,13 @@ class ImportedModel(Plugin[ImportedConfig]):
     def weights_id(self) -> str:
         return self.config.source
 
+    def weights_source(self) -> str:
+        return f"imported:{self.config.source}"  # "<file name> sha256:<hex>"
+
+    @property
+    def exported_by(self) -> str:
+        return "zoo import"
+
 
 def imported_class(name: str, config: ImportedConfig) -> type[ImportedModel]:
     """The plugin class of one imported model: its name, its task, its stored config."""
@@ -269,5 +277,6 @@ def register_stored() -> list[str]:
         if known is not None:
             unregister(name)
         register(imported_class(name, parse_config(artifact.config)))
+        set_origin(name, IMPORTED_BY)
         names.append(name)
     return names

@@ -61,7 +61,14 @@ def torchvision_source(architecture: str, named: str) -> WeightsSource:
     weights = torchvision_enum(architecture, named)
     file = _require_cached(weights, named)
     if not file.is_file():
-        weights.get_state_dict(progress=True, check_hash=True)  # into torch.hub's cache
+        try:
+            weights.get_state_dict(progress=True, check_hash=True)  # into torch.hub's cache
+        except OSError as exc:  # URLError, a refused or reset connection: no network here
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsUnavailable(
+                f"{named}: downloading {weights.url} failed ({reason}); where there is no network, copy that "
+                f"file to {file}, or set ZOOSERVE_OFFLINE=1 to use the caches only"
+            ) from None
     preset = weights.transforms()
     interpolation = str(preset.interpolation.value)
     if interpolation not in _INTERPOLATIONS:
@@ -113,15 +120,31 @@ def hf_snapshot(named: str, patterns: Sequence[str]) -> Path:
         return Path(
             snapshot_download(repo, revision=revision, allow_patterns=list(patterns), local_files_only=offline())
         )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        switches = _offline_switches()
+        if switches:
+            raise WeightsUnavailable(
+                f"{named} is not in the Hugging Face cache ({_hf_cache()}) and downloads are off "
+                f"({' and '.join(switches)}): run `hf download {repo}` where a network exists and copy the "
+                "cache here, or unset the offline switch"
+            ) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsUnavailable(
-            f"{named} is not in the Hugging Face cache ({_hf_cache()}) and downloads are off "
-            f"(HF_HUB_OFFLINE=1 or ZOOSERVE_OFFLINE=1): run `hf download {repo}` where a network "
-            "exists and copy the cache here, or unset the offline switch"
+            f"{named}: downloading from the Hugging Face hub failed ({first}) and it is not in the cache "
+            f"({_hf_cache()}); where there is no network, copy the cache here, or set HF_HUB_OFFLINE=1 "
+            "(or ZOOSERVE_OFFLINE=1) to use it only"
         ) from None
     except HfHubHTTPError as exc:  # unknown repository or revision, gated repository
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsUnavailable(f"{named}: {first}") from None
+
+
+def _offline_switches() -> list[str]:
+    """The offline switches really set, as the user would write them."""
+    from huggingface_hub import constants
+
+    switches = ["ZOOSERVE_OFFLINE=1"] if offline() else []
+    return switches + (["HF_HUB_OFFLINE=1"] if constants.HF_HUB_OFFLINE else [])
 
 
 def _hf_cache() -> str:

@@ -199,14 +199,14 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
     def build(self) -> torch.nn.Module:
         import torchvision
 
-        seeded()
+        seeded(self.seed)
         module = getattr(torchvision.models, self.architecture)(weights=None, num_classes=self.config.num_classes)
         if self.source is not None:
             load_into(module, torchvision_state(self.architecture, self.source.ref), self.source.path)
         elif self.weights is not None:
             load_file_into(module, self.weights)
         else:
-            _calibrate_batchnorm(module, self.config.crop)
+            _calibrate_batchnorm(module, self.config.crop, self.seed)
         return module.eval()
 
     def labels(self) -> tuple[str, ...]:
@@ -227,7 +227,7 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
         return [example_image(640, 480, "JPEG"), example_image(300, 500, "PNG"), example_image(224, 224, "JPEG")]
 
 
-def _calibrate_batchnorm(module: torch.nn.Module, side: int) -> None:
+def _calibrate_batchnorm(module: torch.nn.Module, side: int, seed: int = 0) -> None:
     """Give a randomly initialised net BatchNorm statistics from one seeded batch.
 
     With running stats at mean 0 / var 1, activations vanish through deep random nets
@@ -247,7 +247,7 @@ def _calibrate_batchnorm(module: torch.nn.Module, side: int) -> None:
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
-            module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0)))
+            module(torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(seed)))
     finally:
         torch.set_num_threads(threads)
     for norm in norms:

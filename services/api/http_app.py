@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from services import tracing
 from services.api import codecs
-from services.api.tasks import TASKS, TaskCodec
+from services.api.tasks import TASKS, Answerer, TaskCodec
 from services.api.v2.http import create_router
 from services.api.v2.repository import create_router as repository_router
 from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, retry_after_header
@@ -40,14 +40,19 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
         def watch(work: Awaitable[Any]) -> Awaitable[Any]:
             return codecs.unless_disconnected(request, work)
 
-        return await _answer(hub, codec, call, data, multipart, request.headers, watch)
+        answer, answerer = await _answer(hub, codec, call, data, multipart, request.headers, watch)
+        if isinstance(answer, Response):
+            answer.headers.update(answerer.headers())
+            return answer
+        return JSONResponse(answer, headers=answerer.headers())
 
 
 async def run_body(hub: Hub, codec: TaskCodec, data: Mapping[str, Any]) -> Any:
     """A task request already decoded to a JSON body (a BentoML API call in process)."""
     with hub.observe(PROTOCOL) as call:
         _refuse_if_full(hub, codec, call)
-        return await _answer(hub, codec, call, data, False, None, lambda work: work)
+        answer, _ = await _answer(hub, codec, call, data, False, None, lambda work: work)
+        return answer
 
 
 def _refuse_if_full(hub: Hub, codec: TaskCodec, call: Observed) -> None:
@@ -62,7 +67,7 @@ async def _answer(
     multipart: bool,
     headers: Mapping[str, str] | None,
     watch: Callable[[Awaitable[Any]], Awaitable[Any]],
-) -> Any:
+) -> tuple[Any, Answerer]:
     limits = hub.settings.limits
     with tracing.stage("decode"):
         runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
@@ -81,7 +86,8 @@ async def _answer(
         exc.field = exc.field or task_request.field
         raise
     with tracing.stage("encode"):
-        return codec.response(task_request, results, runtime.name)
+        answerer = Answerer(runtime.name, runtime.version)
+        return codec.response(task_request, results, answerer), answerer
 
 
 def error_response(exc: ServeError) -> JSONResponse:

@@ -54,8 +54,15 @@ class Label(BaseModel):
     score: float
 
 
-class ClassifyResponse(BaseModel):
+class Answered(BaseModel):
+    """Every answer names the model and the model-store version that gave it (also in the
+    Zooserve-Model and Zooserve-Model-Version headers)."""
+
     model: str = Field(description="the model that answered")
+    model_version: str = Field(description="its model-store version")
+
+
+class ClassifyResponse(Answered):
     results: list[list[Label]] = Field(description="per image, its top_k labels, best first")
 
 
@@ -64,13 +71,11 @@ class SentimentResult(BaseModel):
     probabilities: dict[str, float] = Field(description="per label, its probability")
 
 
-class SentimentResponse(BaseModel):
-    model: str
+class SentimentResponse(Answered):
     results: list[SentimentResult]
 
 
-class EmbedResponse(BaseModel):
-    model: str
+class EmbedResponse(Answered):
     results: list[list[float]] = Field(description="per text, its embedding vector")
 
 
@@ -79,8 +84,7 @@ class GeneratedEntry(BaseModel):
     image: str = Field(description="a PNG, base64")
 
 
-class GenerateResponse(BaseModel):
-    model: str
+class GenerateResponse(Answered):
     results: list[GeneratedEntry]
 
 

@@ -58,6 +58,25 @@ class TaskRequest:
     count: int = 0
 
 
+MODEL_HEADER = "Zooserve-Model"
+VERSION_HEADER = "Zooserve-Model-Version"
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """The model and version that answered: every task answer names them, in its body (as the v2
+    responses' model_name / model_version do) and in its headers."""
+
+    model: str
+    version: str
+
+    def body(self, results: list[Any]) -> dict[str, Any]:
+        return {"model": self.model, "model_version": self.version, "results": results}
+
+    def headers(self) -> dict[str, str]:
+        return {MODEL_HEADER: self.model, VERSION_HEADER: self.version}
+
+
 @dataclass(frozen=True)
 class TaskCodec:
     name: str
@@ -76,14 +95,15 @@ class TaskCodec:
     api_doc: type[BaseModel] | None = None  # BentoML clients' arguments, when not request_doc's
     # Bodies beyond "items + options" (generate: seeds, count or latents) read themselves.
     read_body: Callable[[TaskCodec, Mapping[str, Any], bool, Limits], TaskRequest] | None = None
-    # Task endpoint answers beyond {"model", "results"} (generate: the seeds, or one PNG grid).
-    respond: Callable[[TaskCodec, TaskRequest, Sequence[Any], str], Any] | None = None
+    # Task endpoint answers beyond {"model", "model_version", "results"} (generate: the seeds, or
+    # one PNG grid).
+    respond: Callable[[TaskCodec, TaskRequest, Sequence[Any], Answerer], Any] | None = None
 
-    def response(self, request: TaskRequest, results: Sequence[Any], model: str) -> Any:
+    def response(self, request: TaskRequest, results: Sequence[Any], answerer: Answerer) -> Any:
         """The task endpoint's answer: a JSON-able body, or a Starlette response."""
         if self.respond is not None:
-            return self.respond(self, request, results, model)
-        return {"model": model, "results": [self.to_json(r, request.options) for r in results]}
+            return self.respond(self, request, results, answerer)
+        return answerer.body([self.to_json(r, request.options) for r in results])
 
     def read(self, data: Mapping[str, Any], multipart: bool, limits: Limits) -> TaskRequest:
         """A task endpoint's body (JSON object or multipart fields) as a TaskRequest."""
@@ -221,13 +241,13 @@ def read_generate(codec: TaskCodec, data: Mapping[str, Any], multipart: bool, li
     return TaskRequest(None, "seeds", {"grid": grid}, count=count)
 
 
-def generate_response(codec: TaskCodec, request: TaskRequest, results: Sequence[Any], model: str) -> Any:
-    if request.options.get("grid"):
+def generate_response(codec: TaskCodec, request: TaskRequest, results: Sequence[Any], answerer: Answerer) -> Any:
+    if request.options.get("grid"):  # one PNG: the headers name the model
         return Response(codecs.grid_png([r.pixels for r in results]), media_type="image/png")
     body = [codec.to_json(r, request.options) for r in results]
     if request.field == "seeds":  # the seed makes the image reproducible, so say which it was
         body = [{"seed": seed, **entry} for seed, entry in zip(request.items or [], body, strict=True)]
-    return {"model": model, "results": body}
+    return answerer.body(body)
 
 
 TOP_K = IntOption("top_k", 5, 1, 1000)

@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,20 @@ def isolate_metrics_dir() -> Path | None:
     own = base / f"server-{os.getpid()}"
     BentoMLContainer.prometheus_multiproc_dir.set(str(own))
     return own
+
+
+def refuse_to_start(problems: Callable[[], list[str]]) -> None:
+    """A misconfiguration stops the server here, in the arbiter, once: its message and exit code 2
+    before any worker starts.  (A worker that fails its start-up hook is restarted by BentoML
+    every few seconds, forever, with the port open and nothing answering.)  `bentoml build`
+    runs this too, so a bento is never built from a bad manifest or missing artifacts."""
+    if not in_arbiter():
+        return
+    found = problems()
+    for problem in found:
+        print(f"zooserve cannot start: {problem}", file=sys.stderr, flush=True)
+    if found:
+        raise SystemExit(2)
 
 
 def _describe(exit_code: int) -> str:

@@ -16,44 +16,34 @@ dev server should stay up and say which model is missing: /readyz); a WARNING na
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import bentoml
-from bentoml.exceptions import NotFound
 
-from services.config import ConfigError, load_settings
-from services.packed import SERVED_FORMAT, pinned_version
-from zoo.artifact import store_name
+from services.config import Settings
+from services.runtime.loading import resolve_artifact
 
 log = logging.getLogger("zooserve")
 
 
-def model_refs(models: Sequence[str]) -> dict[str, object]:
-    """Per served model, its BentoModel reference (the class attribute name: `model_<name>`)."""
+def model_refs(settings: Settings | None) -> dict[str, object]:
+    """Per served model, the BentoModel reference of the artifact a server would serve now (its
+    manifest entry resolved: services/runtime/loading.py), as `model_<name>`; a model served in
+    int8 carries its fp32 twin too (`model_<name>` fp32, `model_<name>_int8`), for a canary or a
+    fallback."""
+    if settings is None:
+        return {}  # a bad manifest: the arbiter refuses to start (or to build) and says why
     refs: dict[str, object] = {}
     missing = []
-    int8 = _int8_models(models)
-    for name in models:
-        for precision in ("fp32", "int8") if name in int8 else ("fp32",):
-            store = store_name(name, SERVED_FORMAT[0], precision)
+    for name in settings.models:
+        int8 = settings.for_model(name).precision == "int8"
+        chosen = {f"model_{name}": settings.with_model(name, precision="fp32") if int8 else settings}
+        if int8:
+            chosen[f"model_{name}_int8"] = settings
+        for attribute, variant in chosen.items():
             try:
-                tag = bentoml.models.get(f"{store}:{pinned_version(store, 'latest')}").tag
-            except NotFound:
-                missing.append(store)
-                continue
-            refs[f"model_{name}" + ("_int8" if precision == "int8" else "")] = bentoml.models.BentoModel(str(tag))
+                refs[attribute] = bentoml.models.BentoModel(resolve_artifact(name, variant).tag)
+            except LookupError as exc:
+                missing.append(str(exc))
     if missing:
-        log.warning(
-            "zooserve: not in the model store, so not declared (a bento would lack them): %s", ", ".join(missing)
-        )
+        log.warning("zooserve: not in the model store, so not declared (a bento would lack them): %s", missing)
     return refs
-
-
-def _int8_models(models: Sequence[str]) -> set[str]:
-    """The models whose configured precision (ZOOSERVE_PRECISION, the config file) is int8: a
-    bento carries their int8 artifact beside the fp32 one (which a canary or a fallback uses)."""
-    try:
-        settings = load_settings()
-    except ConfigError:
-        return set()  # the start-up hook reports it
-    return {name for name in models if settings.for_model(name).precision == "int8"}

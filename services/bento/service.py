@@ -38,10 +38,11 @@ from services.bento import arbiter
 from services.bento.apis import task_apis
 from services.bento.front_door import FrontDoor
 from services.bento.models import model_refs
-from services.config import ConfigError, load_settings, served_models, tls_files
+from services.config import DEFAULT_HOST, ConfigError, Settings, load_settings, tls_files
 from services.errors import UNAUTHENTICATED
 from services.runtime.hub import Hub
 from services.runtime.lifecycle import Repository
+from services.runtime.loading import missing_artifacts
 
 log = logging.getLogger("zooserve")
 
@@ -163,14 +164,25 @@ for _name, _api in task_apis(hub).items():
     setattr(ZooServe, _name, _api)
 
 
-def _served() -> tuple[str, ...]:
+def _start_problems() -> list[str]:
+    """What stops a server before it starts: a bad setting or manifest, a missing artifact."""
     try:
-        return served_models()
+        return missing_artifacts(load_settings())
+    except ConfigError as exc:
+        return [str(exc)]
+
+
+arbiter.refuse_to_start(_start_problems)  # in the arbiter (and `bentoml build`): exit once, saying why
+
+
+def _served() -> Settings | None:
+    try:
+        return load_settings()
     except ConfigError:
-        return ()  # the start-up hook reports it
+        return None  # a worker: the arbiter refused already; the start-up hook reports it
 
 
-# The models a bento carries, at the versions in the store now (services/bento/models.py).
+# The models a bento carries, at the versions a server would serve now (services/bento/models.py).
 for _name, _ref in model_refs(_served()).items():
     setattr(ZooServe, _name, _ref)
 
@@ -181,5 +193,7 @@ ZooServe = bentoml.service(  # type: ignore[misc]
     traffic={"timeout": 600},
     metrics={"enabled": True, "namespace": "bentoml_service"},
     service_class=FrontDoorService,
+    # loopback unless asked: `bentoml serve --host 0.0.0.0` (or BENTOML_HOST) opens it up
+    http={"host": DEFAULT_HOST},
     **_ssl(),
 )(bentoml.asgi_app(http_app, path="/")(ZooServe))

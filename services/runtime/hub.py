@@ -20,7 +20,8 @@ from services import tracing
 from services.config import Settings
 from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
-from services.runtime.model import Loader, ModelRuntime, load_from_store, store_versions
+from services.runtime.loading import Loader, load_from_store, store_versions
+from services.runtime.model import ModelRuntime
 from services.runtime.versions import VersionSet, wanted_versions
 from services.runtime.workers import WorkerBoard
 from zoo import get
@@ -192,6 +193,7 @@ class Hub:
                     "error": m.status.error,
                     "load_seconds": m.status.load_seconds,
                     "precision": m.config.precision,
+                    "declared": m.declared,
                     "certificate": m.certificate,
                 }
                 for name, m in self.models.items()
@@ -266,18 +268,32 @@ class Hub:
         """The default version of every served model of `task`."""
         return [m for m in self.models.values() if task in m.tasks]
 
-    def for_task(self, task: Task, requested: str | None, default: str | None) -> ModelRuntime:
-        """The model a task request runs on: the one it names, else the task's default, else the
-        one served model of that task.  Readiness is the caller's to check, once it counts the
+    def default_for(self, task: Task, builtin: str | None) -> str | None:
+        """The model a request of `task` that names none runs on, as declared, never guessed: the
+        manifest's `default: true` model of the task, else its only served model, else the zoo's
+        built-in default (`builtin`, from the task table)."""
+        settings = self.settings
+        of_task = [n for n in settings.models if task in get(n).tasks]
+        declared = [n for n in of_task if settings.for_model(n).default]
+        if declared:
+            return declared[0]
+        return of_task[0] if len(of_task) == 1 else builtin
+
+    def for_task(self, task: Task, requested: str | None, builtin: str | None) -> ModelRuntime:
+        """The model a task request runs on: the one it names, else the task's declared default
+        (`default_for`).  A default that is not served or was unloaded is a 404 naming it: no other
+        model answers in its place.  Readiness is the caller's to check, once it counts the
         request under this model."""
+        serving = ", ".join(sorted(n for n, m in self.models.items() if task in m.tasks)) or "none"
         if requested is not None:
             runtime = self.pick(requested)
             if task in runtime.tasks:
                 return runtime
-        serving = sorted(n for n, m in self.models.items() if task in m.tasks)
-        if requested is not None:
-            served = ", ".join(serving) or "none"
-            raise BadRequest(f"model {requested!r} does not serve /{task}; served here: {served}", "model")
-        if default in serving or len(serving) == 1:
-            return self.pick(default if default in serving else serving[0])  # type: ignore[arg-type]
-        raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")
+            raise BadRequest(f"model {clip(requested)!r} does not serve /{task}; served here: {serving}", "model")
+        default = self.default_for(task, builtin)
+        if default is None:
+            raise BadRequest(f"name a model for /{task}; served here: {serving}", "model")
+        if default in self.models:
+            return self.pick(default)
+        state = "is unloaded (state UNAVAILABLE)" if default in self.unloaded else "is not served here"
+        raise NotFound(f"/{task}'s default model {default!r} {state}; name a model: {serving}", "model")

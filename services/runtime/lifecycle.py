@@ -27,7 +27,8 @@ from typing import Any
 from services.config import Settings
 from services.errors import BadRequest, NotFound, clip
 from services.runtime.hub import Hub
-from services.runtime.model import Loader, ModelRuntime, load_from_store
+from services.runtime.loading import Loader, load_from_store
+from services.runtime.model import ModelRuntime
 from services.runtime.workers import default_folder
 from zoo import get, list_models
 

@@ -4,105 +4,37 @@
 and v2 `<name>_raw`); `infer_rows` sends named arrays straight to the batcher (v2 `<name>`).
 Both protocols land in the same batcher, so HTTP and gRPC requests share batches.
 
-Loading is split as polygraphy splits it: `load_from_store` builds the parts (artifact,
-processor, runner) and `ModelRuntime.attach` runs them, so a test can attach parts of its
-own (a fake runner) without a model store.
+Loading is split as polygraphy splits it: a loader (services/runtime/loading.py) builds the
+parts (artifact, processor, runner) and `ModelRuntime.attach` runs them, so a test can attach
+parts of its own (a fake runner) without a model store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import dataclasses
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from services import tracing
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
-from services.packed import pinned_version
 from services.runtime.batcher import Batcher
-from zoo import backends, get
-from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
-from zoo.artifact import find, store_name, versions
-from zoo.backends import Runner
+from services.runtime.loading import Loader, Parts, release_memory
+from zoo import backends
+from zoo.api import BadInput, Processor, Row, Task, collate, split
 from zoo.cpu import cpu_threads
 
 log = logging.getLogger("zooserve")
 
 # Decoding and resizing release the GIL; a pool the size of the cores keeps them parallel.
 _PREPROCESS_POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="preprocess")
-
-
-@dataclass
-class Parts:
-    """What a loader builds and a runtime runs."""
-
-    plugin: Plugin[Any]
-    processor: Processor
-    runner: Runner
-    version: str
-    metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (parity certificate)
-    spec: ExportSpec = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.spec = self.plugin.spec  # built once: plugins compute their spec on each access
-
-
-Loader = Callable[[str, Settings], Parts]
-
-
-def stored_as(name: str, settings: Settings) -> tuple[backends.Backend, str, str]:
-    """The backend that serves `name`, the artifact format it runs and its store name."""
-    backend = backends.get(settings.backend)
-    fmt = backend.format_for(get(name).formats)
-    if fmt is None:
-        raise LookupError(f"{name} exists only as {', '.join(get(name).formats)}; serve it on another backend")
-    return backend, fmt, store_name(name, fmt, backend.stored_precision(settings.for_model(name).precision))
-
-
-def store_versions(name: str, settings: Settings) -> list[str]:
-    """The versions of `name` in the store for the settings' backend, newest first."""
-    return versions(stored_as(name, settings)[2])
-
-
-def load_from_store(name: str, settings: Settings) -> Parts:
-    """The parts of `name` from the BentoML model store, as the settings choose them."""
-    knobs = settings.for_model(name)
-    backend, fmt, target = stored_as(name, settings)
-    precision = backend.stored_precision(knobs.precision)
-    version = pinned_version(target, knobs.version)  # a bento's own, by default
-    artifact = find(target, version)
-    if artifact is None:
-        raise LookupError(
-            f"{target}:{knobs.version} is not in the BentoML model store; run `zoo export {name}"
-            + (f" --format {fmt}" if fmt != "onnx" or precision == "fp32" else "")
-            + (f" --precision {precision}`" if precision != "fp32" else "`")
-            + (" (or `make serve`, which exports what is missing)" if precision == "fp32" else "")
-        )
-    plugin = get(name).from_config_dict(artifact.config)
-    processor = plugin.processor(artifact.path, settings.limits.for_items())
-    runner = backend.open(plugin, artifact, settings.device, knobs.precision, knobs.intra_op_threads or None)
-    return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
-
-
-def release_memory() -> None:
-    """Collect the freed model's objects and hand glibc's free heap pages back to the OS:
-    without malloc_trim the process keeps its peak RSS (Triton users' complaint)."""
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
 
 
 @dataclass
@@ -135,6 +67,19 @@ class ModelRuntime:
         return str(self.parts.metadata.get("weights_source", "unknown")) if self.parts else None
 
     @property
+    def declared(self) -> dict[str, Any]:
+        """The manifest entry this model came from: the file, and what it declares of the weights,
+        precision, backend and default (what /readyz, `zoo info` and the v2 metadata show)."""
+        path = self.settings.manifest.path
+        return {
+            "manifest": str(path) if path is not None else None,
+            "weights": self.config.weights or "latest",  # undeclared: the store's latest export
+            "precision": self.config.precision,
+            "backend": self.settings.backend_for(self.name),
+            "default": self.config.default,
+        }
+
+    @property
     def certificate(self) -> dict[str, Any] | None:
         """The int8 artifact's accuracy certificate against fp32 (None for other precisions)."""
         return (self.parts.metadata.get("certificate") if self.parts else None) or None
@@ -146,7 +91,7 @@ class ModelRuntime:
     @property
     def serves_on(self) -> backends.Backend:
         """The registered backend this model is served on (its platform, its shape limits)."""
-        return backends.get(self.settings.backend)
+        return backends.get(self.settings.backend_for(self.name))
 
     @property
     def requests(self) -> RequestMetrics:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from zoo.api import Batch, ExportSpec, Plugin, ShapeRange
-from zoo.artifact import Artifact
+from zoo.artifact import Artifact, store_name
 
 
 class BackendUnavailable(RuntimeError):
@@ -77,6 +77,13 @@ class Backend:
     def format_for(self, plugin_formats: Sequence[str]) -> str | None:
         """The format it runs a model in whose artifacts can be `plugin_formats` (None: none)."""
         return next((f for f in self.formats if f in plugin_formats), None)
+
+    def stored_as(self, model: str, model_formats: Sequence[str], precision: str) -> tuple[str, str]:
+        """The artifact format this backend runs `model` in, and that artifact's store name."""
+        fmt = self.format_for(model_formats)
+        if fmt is None:
+            raise LookupError(f"{model} exists only as {', '.join(model_formats)}; serve it on another backend")
+        return fmt, store_name(model, fmt, self.stored_precision(precision))
 
     def unavailable(self) -> str | None:
         """Why it cannot run here (a module missing), or None when it can."""

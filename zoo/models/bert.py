@@ -235,7 +235,7 @@ class Bert(Plugin[BertConfig]):
     def build(self) -> torch.nn.Module:
         import transformers
 
-        seeded()
+        seeded(self.seed)
         if self.weights is None:
             model = transformers.BertForSequenceClassification(self.hf_config())
         else:

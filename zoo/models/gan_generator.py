@@ -81,7 +81,7 @@ class GanGenerator(Plugin[GanConfig]):
         from torch import nn
 
         c = self.config
-        seeded()
+        seeded(self.seed)
         layers: list[nn.Module] = []
         width = c.latent_dim
         for hidden in c.hidden:

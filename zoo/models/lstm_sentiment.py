@@ -152,7 +152,7 @@ class LstmSentiment(Plugin[LstmConfig]):
 
     def build(self) -> torch.nn.Module:
         c = self.config
-        seeded()
+        seeded(self.seed)
         module = _classifier_class()(c.vocab_size, c.embed_dim, c.hidden, len(c.labels), c.dropout)
         if self.weights is not None:
             load_file_into(module, weights_file(self.weights))

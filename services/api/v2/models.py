@@ -110,6 +110,9 @@ class V2Model:
             props.update({f"int8_{k}": v for k, v in cert["figures"].items()})
             props["int8_certificate_passed"] = cert["passed"]
             props["int8_certificate_gated"] = cert["gated"]
+        declared = self.runtime.declared  # the manifest entry it came from
+        props["declared_weights"] = declared["weights"]
+        props["manifest"] = declared["manifest"] or ""
         props["tasks"] = ",".join(self.runtime.tasks)
         return props
 

