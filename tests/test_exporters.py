@@ -53,7 +53,8 @@ def test_other_weights_are_another_artifact(tmp_path: Path, bentoml_home: Path) 
 
 
 def test_fp16_onnx_is_refused() -> None:
-    with pytest.raises(ValueError, match="fp16 applies to tensorrt .*not --format onnx: onnx artifacts are stored as fp32"):
+    refused = "fp16 applies to tensorrt .*not --format onnx: onnx artifacts are stored as fp32"
+    with pytest.raises(ValueError, match=refused):
         export("gan_generator", "onnx", precision="fp16")
 
 
