@@ -23,9 +23,10 @@ from typing import Any
 
 from exporters.onnx_graph import NotImportable, append_pooling, opset, read_graph, tensors
 from zoo import artifact as store
+from zoo import provenance
 from zoo.api import BATCH, SEQUENCE, Dim, TensorSpec, collate, hash_path
 from zoo.backends.onnxruntime import OrtRunner
-from zoo.imported import IMPORT_TASKS, TEXT_INPUTS, ImageInput, ImportedConfig, TextInput, imported_class
+from zoo.imported import IMPORT_TASKS, IMPORTED_BY, TEXT_INPUTS, ImageInput, ImportedConfig, TextInput, imported_class
 from zoo.registry import UnknownModel, get
 from zoo.text import LABELS_FILE, TOKENIZER_FILE
 from zoo.vision import ImagePreset
@@ -297,6 +298,9 @@ def import_model(name: str, path: Path, task: str, options: ImportOptions) -> Im
             "config": config_dict,
             "spec": plugin_spec.to_dict(),
             "weights": config.source,
+            "weights_source": f"{provenance.IMPORTED}{config.source}",  # "imported:<file> sha256:<hex>"
+            "weights_ref": f"{provenance.IMPORTED}{config.source}",
+            "exporter": IMPORTED_BY,
             "opset": config.opset,
             "parity": None,
             "imported": {"file": str(path.resolve()), "task": task},

@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.auth import auth_headers
+from services.metrics import BATCH_BUCKETS
 
 HISTOGRAMS = {
     "preprocess": "zooserve_preprocess_seconds",
@@ -101,11 +102,17 @@ def breakdown(before: Snapshot, after: Snapshot, model: str, client_avg_ms: floa
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
+# The batch-size histogram's bucket that holds exactly the one-row batches (its bounds sit
+# between the integers: 0.5, 1.5, ...; services/metrics.py).
+ONE_ROW_BOUND = min(b for b in BATCH_BUCKETS if b > 1)
+
+
 def batches_larger_than_one(before: Snapshot, after: Snapshot, model: str) -> float:
     """Batches of two rows or more executed between two scrapes (from the batch-size histogram)."""
     name = HISTOGRAMS["batch_size"]
     total = after.get(f"{name}_count", model) - before.get(f"{name}_count", model)
-    ones = after.buckets.get((f"{name}_bucket", model, 1.0), 0.0) - before.buckets.get(
-        (f"{name}_bucket", model, 1.0), 0.0
-    )
+    bucket = (f"{name}_bucket", model, ONE_ROW_BOUND)
+    if total and bucket not in after.buckets:
+        raise KeyError(f"no {name} bucket le={ONE_ROW_BOUND} on /metrics: the buckets changed")
+    ones = after.buckets.get(bucket, 0.0) - before.buckets.get(bucket, 0.0)
     return total - ones

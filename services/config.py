@@ -111,7 +111,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     precision = env.get("ZOOSERVE_PRECISION") or data.get("precision") or _deprecated_fp16(env, data)
     batching = entries(manifest, models, list_models(), precision)
     for name, knobs in batching.items():
-        _check_precision(name, knobs.precision, knobs.backend or backend, device)
+        _check_precision(f"{manifest.where}: models.{name}", knobs.precision, knobs.backend or backend, device)
     try:
         grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
     except ValueError:
@@ -168,11 +168,11 @@ def _deprecated_fp16(env: Mapping[str, str], data: Mapping[str, Any]) -> str:
     return "fp32" if str(value).strip().lower() in ("0", "false", "no") else "fp16"
 
 
-def _check_precision(name: str, precision: str, backend: str, device: str) -> None:
+def _check_precision(where: str, precision: str, backend: str, device: str) -> None:
     try:
         backends.check_serving(backend, device, precision)
     except ValueError as exc:
-        raise ConfigError(f"models.{name}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _flag(env: Mapping[str, str], name: str, default: object) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 from loadtests.servers import BIN, ROOT, Server, free_port, http_json, running_server
 
 __all__ = [
-    "BIN", "ROOT", "Server", "cached_venv", "free_port", "http_json", "multipart", "read_answer", "running_server"
+    "BIN", "ROOT", "Server", "cached_venv", "free_port", "http_json", "listeners", "multipart", "read_answer",
+    "running_server",
 ]
 VENV_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zooserve" / "venvs"
 
@@ -66,3 +67,25 @@ def _length(answer: bytes) -> int:
         if line.lower().startswith(b"content-length:"):
             return int(line.split(b":", 1)[1])
     return 0
+
+
+def listeners(port: int) -> list[str]:
+    """The local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6), IPv4
+    -mapped IPv6 addresses (gRPC binds those) written as IPv4."""
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, hexport = local.split(":")
+                if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
+                    continue
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                if width == 32 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+                    found.append(socket.inet_ntop(socket.AF_INET, raw[12:]))
+                else:
+                    found.append(socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, raw))
+    return sorted(found)

@@ -10,6 +10,7 @@ and gRPC).  A small zoo keeps it quick: the default bento is about 600 MB.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import time
@@ -23,12 +24,14 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 import yaml
 
+from tests.caches import own_gan_weights
 from tests.helpers import BIN, ROOT, Server, cached_venv, http_json
+from zoo.api import hash_path
 from zoo.vision import example_image
 
-MODELS = "resnet18,lstm_sentiment"
-# lstm_sentiment is configured int8 at build: its int8 artifact travels beside the fp32 one
-STORE_NAMES = {"resnet18-onnx", "lstm-sentiment-onnx", "lstm-sentiment-onnx-int8"}
+# The bento's manifest: lstm_sentiment configured int8 (its int8 artifact travels beside the fp32
+# one), and the user's own GAN weights, which `make bento` exports and packs.
+STORE_NAMES = {"resnet18-onnx", "lstm-sentiment-onnx", "lstm-sentiment-onnx-int8", "gan-generator-onnx"}
 PNG = example_image(300, 200, "PNG")
 
 
@@ -60,11 +63,19 @@ def bento(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     subprocess.run([str(BIN / "python"), "-c", script], cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(small_store)},
                    check=True, timeout=600)  # fmt: skip
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({"models": {"lstm_sentiment": {"precision": "int8"}}}))
-    # offline: pip and uv may not reach an index, so nothing can be installed behind our back
-    bentoml_cli(build_home, "build", ZOOSERVE_MODELS=MODELS, ZOOSERVE_CONFIG=str(config), PIP_NO_INDEX="1",
-                UV_OFFLINE="1")  # fmt: skip
+    own = own_gan_weights(work / "own.pth", seed=4)
+    config = work / "zooserve.yaml"
+    config.write_text(yaml.safe_dump({"models": {
+        "resnet18": {}, "lstm_sentiment": {"precision": "int8"}, "gan_generator": {"weights": f"file:{own}"}}}))
+    # `make bento` as the README says; offline: pip and uv may not reach an index, so nothing can be
+    # installed behind our back
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ZOOSERVE_MODELS")}
+    made = subprocess.run(
+        ["make", "--no-print-directory", "bento"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**clean, "BENTOML_HOME": str(build_home), "BENTOML_DO_NOT_TRACK": "true", "VENV": str(BIN.parent),
+             "ZOOSERVE_CONFIG": str(config), "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     exported = work / "zooserve.bento"
     bentoml_cli(build_home, "export", "zooserve:latest", str(exported))
     user = work / "user"  # no checkout here
@@ -75,7 +86,7 @@ def bento(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     imported_s = time.monotonic() - started
     (path,) = (home / "bentos" / "zooserve").glob("*/bento.yaml")
     yield {"home": home, "user": user, "info": yaml.safe_load(path.read_text()), "dir": path.parent,
-           "file_bytes": exported.stat().st_size, "import_s": imported_s}
+           "file_bytes": exported.stat().st_size, "import_s": imported_s, "own": own}
 
 
 def test_the_bento_carries_its_models_and_its_serving_dependencies(bento: dict[str, object]) -> None:
@@ -88,6 +99,10 @@ def test_the_bento_carries_its_models_and_its_serving_dependencies(bento: dict[s
     for tag in tags:  # imported with the bento, at the pinned versions
         name, version = tag.split(":")
         assert (home / "models" / name / version / "model.yaml").exists(), tag
+    # the user's own GAN weights were packed: the artifact holds their content hash
+    (gan,) = [t.split(":")[1] for t in tags if t.startswith("gan-generator-onnx:")]
+    meta = json.loads((home / "models" / "gan-generator-onnx" / gan / "zooserve.json").read_text())
+    assert meta["weights"] == "sha256:" + hash_path(Path(str(bento["own"])))
     requirements = (Path(str(bento["dir"])) / "env" / "python" / "requirements.txt").read_text()
     pins = {line.split("==")[0].lower() for line in requirements.splitlines() if "==" in line}
     assert {"bentoml", "onnxruntime", "tokenizers", "pillow", "grpcio", "fastapi"} <= pins
@@ -105,7 +120,7 @@ def test_the_imported_bento_serves_http_and_grpc_from_its_own_venv(bento: dict[s
     try:
         ready = server.wait_ready(timeout=300)
         print(f"\nimport-to-ready: serve started, ready in {time.monotonic() - started:.1f} s")
-        assert set(ready["models"]) == {"resnet18", "lstm_sentiment"}  # what it carries, by default
+        assert set(ready["models"]) == {"resnet18", "lstm_sentiment", "gan_generator"}  # what it carries
         tags = [m["tag"] for m in bento["info"]["services"][0]["models"]]  # type: ignore[index]
         versions = {t.split(":")[1] for t in tags if not t.split(":")[0].endswith("-int8")}  # fp32 by default
         assert {m["version"] for m in ready["models"].values()} == versions

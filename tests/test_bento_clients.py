@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import re
+import urllib.request
 from html.parser import HTMLParser
 from typing import Any
 
@@ -17,6 +19,7 @@ import bentoml
 import pytest
 from PIL import Image
 
+from loadtests.auth import with_auth
 from tests.helpers import Server, http_json
 from zoo.vision import example_image
 
@@ -40,6 +43,23 @@ def test_the_sync_client_finds_every_task_and_answers_like_curl(small_server: Se
             assert status == 200, expected
             assert getattr(client, name)(**body) == expected, name
             assert client.call(name, **body) == expected, name
+
+
+def test_every_answer_names_its_model_and_version(small_server: Server) -> None:
+    """In the JSON body (curl and BentoML's clients alike) and in the headers (a PNG grid too)."""
+    versions = {name: m["version"] for name, m in http_json(f"{small_server.url}/readyz")[1]["models"].items()}
+    with bentoml.SyncHTTPClient(small_server.url, server_ready_timeout=60) as client:
+        for name, body in CALLS:
+            answer = getattr(client, name)(**body)
+            assert answer["model_version"] == versions[answer["model"]], (name, answer["model"])
+    request = urllib.request.Request(
+        f"{small_server.url}/generate", json.dumps({"seeds": [1, 2], "grid": True}).encode(),
+        with_auth({"Content-Type": "application/json"}),
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        named = (response.headers["Zooserve-Model"], response.headers["Zooserve-Model-Version"])
+    assert named == ("gan_generator", versions["gan_generator"])
 
 
 def test_the_async_client_answers_like_curl(small_server: Server) -> None:

@@ -24,31 +24,9 @@ import tritonclient.grpc as tgrpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.config import ConfigError, http_listen_host, load_settings
-from tests.helpers import BIN, ROOT, Server, http_json
+from tests.helpers import BIN, ROOT, Server, http_json, listeners
 
 ALIAS = "127.0.0.2"
-
-
-def listeners(port: int) -> list[str]:
-    """The local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6), IPv4
-    -mapped IPv6 addresses (gRPC binds those) written as IPv4."""
-    found = []
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        with open(table) as lines:
-            next(lines)
-            for line in lines:
-                local, state = line.split()[1], line.split()[3]
-                address, hexport = local.split(":")
-                if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
-                    continue
-                raw = bytes.fromhex(address)
-                # /proc prints each 32-bit word in host (little-endian) order
-                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                if width == 32 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-                    found.append(socket.inet_ntop(socket.AF_INET, raw[12:]))
-                else:
-                    found.append(socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, raw))
-    return sorted(found)
 
 
 def connects(host: str, port: int) -> bool:

@@ -100,6 +100,9 @@ def test_index_unload_and_load_over_grpc(server: Any) -> None:
     assert states(index)["gan_generator"] == "UNAVAILABLE"
     with pytest.raises(InferenceServerException, match="unloaded"):
         client.get_model_metadata("gan_generator")
+    # /generate names no model: its default is unloaded, so a 404 naming it, never another model's answer
+    status, body = http_json(f"{server.url}/generate", {"seeds": [1]})
+    assert status == 404 and "default model 'gan_generator' is unloaded (state UNAVAILABLE)" in body["error"], body
     client.load_model("gan_generator", headers=METADATA)
     assert client.is_model_ready("gan_generator")
     client.close()

@@ -8,9 +8,7 @@ runs the real `zoo` command, whose code path is the one that downloads when a ne
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,22 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.caches import COMMIT, hf_cache_entry, offline_env, tiny_bert_checkpoint
 from tests.helpers import ROOT
 from zoo import artifact as store
-
-COMMIT = hashlib.sha1(b"tiny-bert").hexdigest()  # a snapshot folder is named for a 40-hex commit
-
-
-def offline_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "ZOOSERVE_OFFLINE": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
 
 
 def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -126,48 +111,6 @@ def test_unknown_or_uncached_names_are_one_line(tmp_path: Path, args: list[str],
     done = zoo_cli(offline_env(tmp_path), "export", *args)
     assert done.returncode != 0 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-
-
-def hf_cache_entry(env: dict[str, str], source: Path, repo: str) -> Path:
-    """`source`'s files as huggingface_hub stores a download: blobs by hash, snapshot links, refs/main."""
-    root = Path(env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}"
-    snapshot = root / "snapshots" / COMMIT
-    (root / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for file in sorted(source.iterdir()):
-        data = file.read_bytes()
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(COMMIT)
-    return snapshot
-
-
-def tiny_bert_checkpoint(folder: Path) -> None:
-    """A small real BERT checkpoint with labels and a tokenizer, saved by transformers itself."""
-    import torch
-    import transformers
-
-    from zoo.text import default_tokenizer
-
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=default_tokenizer(),
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-    )  # fmt: skip
-    config = transformers.BertConfig(
-        vocab_size=512,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        id2label={0: "gloomy", 1: "sunny"},
-        label2id={"gloomy": 0, "sunny": 1},
-    )
-    torch.manual_seed(5)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
 
 
 def test_hf_checkpoint_from_the_hub_cache(tmp_path: Path) -> None:

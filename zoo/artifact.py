@@ -133,8 +133,12 @@ def find(name: str, version: str = "latest") -> Artifact | None:
 def versions(name: str) -> list[str]:
     """The stored versions of `name`, newest first (by the store's creation time)."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    stored = sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time, reverse=True)
+    try:
+        stored = sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time, reverse=True)
+    except NotFound:  # no version of `name` at all
+        return []
     return [str(m.tag.version) for m in stored]
 
 
