@@ -85,7 +85,7 @@ def k6_run(protocol: str, target: str, body: Path, headers: dict[str, str], vus:
         "-e", f"PROTOCOL={protocol}", "-e", f"{'TARGET' if protocol == 'grpc' else 'URL'}={target}",
         "-e", f"BODY={body}", "-e", f"HEADERS={json.dumps(headers)}", "-e", f"VUS={vus}",
         "-e", f"DURATION={duration}s", "-e", f"MAX_REQUESTS={max_requests}", "-e", f"SUMMARY={summary}",
-        "-e", f"PROTO_DIR={ROOT / 'services' / 'proto'}", str(ROOT / "loadtests" / "k6_bench.js"),
+        "-e", f"PROTO_DIR={ROOT / 'services' / 'api' / 'proto'}", str(ROOT / "loadtests" / "k6_bench.js"),
     ]
     done = subprocess.run(command, cwd=ROOT, env=k6_env(), capture_output=True, text=True, timeout=duration + 120)
     if not summary.exists():

@@ -46,7 +46,7 @@ from zoo.vision import example_image
 MODELS = zoo.list_models()
 JPEG = example_image(320, 240, "JPEG", seed=1)
 PNG = example_image(224, 260, "PNG", seed=2)
-PROTO = ROOT / "services" / "proto"
+PROTO = ROOT / "services" / "api" / "proto"
 
 
 # -- servers and clients ------------------------------------------------------------------------------
@@ -142,15 +142,15 @@ def error_of(call: Any) -> InferenceServerException:
 # -- checked-in protocol code and codecs (no server) ---------------------------------------------------
 def test_generated_grpc_modules_are_up_to_date(tmp_path: Path) -> None:
     proto = PROTO / "open_inference_grpc.proto"
-    (tmp_path / "services" / "proto").mkdir(parents=True)
-    (tmp_path / "services" / "proto" / proto.name).write_bytes(proto.read_bytes())
+    (tmp_path / "services" / "api" / "proto").mkdir(parents=True)
+    (tmp_path / "services" / "api" / "proto" / proto.name).write_bytes(proto.read_bytes())
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.",
          "services/api/proto/open_inference_grpc.proto"],
         cwd=tmp_path, check=True,
     )  # fmt: skip
     for name in ("open_inference_grpc_pb2.py", "open_inference_grpc_pb2.pyi", "open_inference_grpc_pb2_grpc.py"):
-        assert filecmp.cmp(tmp_path / "services" / "proto" / name, PROTO / name, shallow=False), name
+        assert filecmp.cmp(tmp_path / "services" / "api" / "proto" / name, PROTO / name, shallow=False), name
 
 
 _DUMP_SCHEMA = """

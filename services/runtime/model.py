@@ -266,7 +266,7 @@ class ModelRuntime:
             if stop is not None and stop.is_set():
                 break  # abandoned (timed out, client gone): nobody waits for the rest
             if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded(f"{self.name} did not answer in time (preprocessing)")
+                raise DeadlineExceeded(f"{self.name} did not answer within its timeout (preprocessing)")
             try:
                 rows.append(processor.preprocess(item))
             except BadInput as exc:
