@@ -43,8 +43,11 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool is missing: install Debian's prometheus package" >&2; exit 1; fi; }
 
+# TEST_WORKERS processes share the suite by test file (pytest-xdist): servers start and exports
+# run side by side.  TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 test: install tools
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # ruff, and the import contracts of pyproject.toml (the layers: tests/test_layout.py runs them too).
 lint: install

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from filelock import FileLock
+
 from loadtests.servers import BIN, ROOT, Server, free_port, http_json, running_server
 
 __all__ = [
@@ -26,6 +28,12 @@ def cached_venv(requirements: str) -> Path:
     """A throwaway venv holding only `requirements` (pip from the index), cached by their hash:
     what a client or a bento needs, without the project's packages to hide a missing one."""
     venv = VENV_CACHE / hashlib.sha256(requirements.encode()).hexdigest()[:16]
+    VENV_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{venv}.lock"):  # two test processes may ask for the same one
+        return _make_venv(venv, requirements)
+
+
+def _make_venv(venv: Path, requirements: str) -> Path:
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
