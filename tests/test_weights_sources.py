@@ -129,3 +129,20 @@ def test_hf_checkpoint_from_the_hub_cache(tmp_path: Path) -> None:
     # the weights are the snapshot's (its content hash), and both names found one artifact
     assert exported.metadata["weights"] == "sha256:" + __import__("zoo").api.hash_path(snapshot)
     assert len(list((Path(env["BENTOML_HOME"]) / "models" / "bert-onnx").iterdir())) == 2  # version + latest
+
+
+def test_a_failed_download_names_the_source_and_the_offline_switch(tmp_path: Path) -> None:
+    """No network (a refused loopback proxy and hub, so nothing leaves the machine), no offline
+    switch: one line naming what was fetched and the switch; never a raw URLError."""
+    env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("ZOOSERVE_OFFLINE", "HF_HUB_OFFLINE")}
+    env.update(https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="",
+               HF_ENDPOINT="http://127.0.0.1:9")  # fmt: skip
+    done = zoo_cli(env, "export", "resnet18", "--weights", "torchvision:DEFAULT")
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "downloading https://download.pytorch.org/models/resnet18-f37072fd.pth failed" in done.stderr
+    assert "ZOOSERVE_OFFLINE=1" in done.stderr and "URLError" not in done.stderr
+    done = zoo_cli(env, "export", "bert", "--weights", "hf:nobody/absent-model")
+    assert done.returncode == 1 and "downloading from the Hugging Face hub failed" in done.stderr, done.stderr
+    assert "downloads are off" not in done.stderr  # no switch is set: the message says so
+    done = zoo_cli({**env, "HF_HUB_OFFLINE": "1"}, "export", "bert", "--weights", "hf:nobody/absent-model")
+    assert "downloads are off (HF_HUB_OFFLINE=1)" in done.stderr, done.stderr
