@@ -249,7 +249,7 @@ class Hub:
         if runtime is None:
             self.check_not_unloaded(name)
             served = ", ".join(sorted(self.models)) or "none"
-            raise NotFound(f"unknown {what} {clip(name)!r}; served here: {served}", "model")
+            raise NotFound(f"unknown {what} {clip(name)!r}", "model", hint=f"served here: {served}")
         return runtime
 
     def refuse_if_full(self, call: Observed, runtimes: Sequence[ModelRuntime], what: str) -> None:
@@ -276,8 +276,8 @@ class Hub:
                 return runtime
         serving = sorted(n for n, m in self.models.items() if task in m.tasks)
         if requested is not None:
-            served = ", ".join(serving) or "none"
-            raise BadRequest(f"model {requested!r} does not serve /{task}; served here: {served}", "model")
+            served = f"served here: {', '.join(serving) or 'none'}"
+            raise BadRequest(f"model {clip(requested)!r} does not serve /{task}", "model", hint=served)
         if default in serving or len(serving) == 1:
             return self.pick(default if default in serving else serving[0])  # type: ignore[arg-type]
-        raise BadRequest(f"name a model for /{task}; served here: {', '.join(serving) or 'none'}", "model")
+        raise BadRequest(f"name a model for /{task}", "model", hint=f"served here: {', '.join(serving) or 'none'}")
