@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from services.errors import for_log
-from tests.helpers import Server, running_server
+from tests.helpers import Server, read_answer, running_server
 
 TOKEN = "tok-" + secrets.token_hex(16)
 ADMIN = "adm-" + secrets.token_hex(16)
@@ -91,6 +92,17 @@ def series(server: Server) -> set[str]:
     return {line.rsplit(" ", 1)[0] for line in text.decode().splitlines() if line and not line.startswith("#")}
 
 
+def websocket_upgrade(server: Server, path: str, headers: dict[str, str]) -> int:
+    """The status of a websocket handshake on `path` (a connection of its own)."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = read_answer(sock)
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
 def static_files(client: Client) -> list[str]:
     status, page = client.call("GET", "/")
     assert status == 200
@@ -135,13 +147,16 @@ def test_a_thousand_unique_paths_names_versions_and_methods_add_no_series(server
                 triton.is_model_ready(u if i % 2 else "gan_generator", "" if i % 2 else u, headers=metadata)
             except InferenceServerException:
                 pass  # NOT_FOUND: counted, never labelled
+        for _ in range(UNIQUE // 10):  # websockets: no route takes them, and none reaches BentoML's app
+            statuses.add(websocket_upgrade(server, f"/static_content/{uuid.uuid4().hex}", auth))
     triton.close()
     client.close()
     after = series(server)
-    print(f"{len(before)} series before, {len(after)} after {2 * UNIQUE * 7} unique requests "
-          f"in {time.monotonic() - started:.0f} s; statuses {sorted(statuses)}")  # fmt: skip
+    print(f"{len(before)} series before, {len(after)} after {2 * UNIQUE * 7} HTTP requests, {2 * UNIQUE} gRPC "
+          f"calls and {2 * UNIQUE // 10} websocket handshakes, all unique, in {time.monotonic() - started:.0f} s; "
+          f"statuses {sorted(statuses)}")  # fmt: skip
     assert after == before, sorted(after ^ before)[:10]
-    assert {401, 404, 405} <= statuses, statuses
+    assert {401, 403, 404, 405} <= statuses and 101 not in statuses, statuses
 
 
 def test_bentoml_paths_answer_only_what_they_serve(server: Server) -> None:
