@@ -143,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, no traceback, for every expected failure
-        print(f"zoo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # one line even when the message carries a file's own text (an HDF5 name, a zip entry's)
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        print(f"zoo: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
     return 0
 

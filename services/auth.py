@@ -10,6 +10,10 @@ Every route needs `Authorization: Bearer <token>` (gRPC: metadata `authorization
 probes, model readiness and the docs UI (`is_open_http_path`, `OPEN_GRPC_METHODS`); /metrics
 too with `ZOOSERVE_METRICS_AUTH=1`.  A refusal is a 401 / UNAUTHENTICATED from the one error
 table, counted under reason `unauthenticated` with model="" by the caller's `count`.
+
+An open route answers a caller without a valid token too, but says no more than a probe
+needs: the guard marks such a request untrusted (`TRUSTED` in the ASGI scope, `trusted()` for
+gRPC), and the routes leave out what is served, versions, pids and file names (docs/auth.md).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
 # The model repository API takes the admin token (ZOOSERVE_ADMIN_TOKEN), not the inference ones.
 ADMIN_HTTP_PREFIX = "/v2/repository/"
 ADMIN_GRPC_PREFIX = "/inference.GRPCInferenceService/Repository"
+# ASGI scope key: False when a request reached an open route without a valid token.
+TRUSTED = "zooserve.trusted"
 
 
 class Unauthenticated(ServeError):
@@ -185,8 +191,9 @@ class HttpGuard:
         self.count = count  # counts one refused request (reason unauthenticated, model="")
         self.admin = admin if admin is not None and admin.enabled else None
 
-    async def refused(self, scope: Mapping[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
-        """True when the request was refused (and answered) for want of a valid token."""
+    async def refused(self, scope: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]) -> bool:
+        """True when the request was refused (and answered) for want of a valid token.  An open
+        route's request passes, marked untrusted (scope[TRUSTED] False) without a valid token."""
         kind = scope.get("type")
         if kind not in ("http", "websocket"):
             return False  # lifespan
@@ -195,6 +202,8 @@ class HttpGuard:
         if self.admin is not None and path.startswith(ADMIN_HTTP_PREFIX):
             store = self.admin
         elif is_open_http_path(path, metrics_open=not self.store.metrics_auth):
+            if self.store.enabled:
+                scope[TRUSTED] = self.store.verify(_header(scope, b"authorization"))
             return False
         if not store.enabled:
             return False  # an admin token alone: the inference routes stay open
@@ -215,6 +224,22 @@ class HttpGuard:
         await send({"type": "http.response.start", "status": error.kind.http, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return True
+
+
+def is_trusted(scope: Mapping[str, Any]) -> bool:
+    """False when the request reached an open route without a valid token (HttpGuard marks it)."""
+    return bool(scope.get(TRUSTED, True))
+
+
+def trusted(store: TokenStore | None, context: grpc.aio.ServicerContext) -> bool:
+    """Whether a gRPC call (of an open method: others never reach a handler without one) carries
+    a valid token; True when no token is configured."""
+    if store is None or not store.enabled:
+        return True
+    for key, value in context.invocation_metadata() or ():
+        if key == FIELD:
+            return store.verify(value if isinstance(value, str) else value.decode("latin-1"))
+    return False
 
 
 def _metadata(details: grpc.HandlerCallDetails) -> str | None:

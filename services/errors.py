@@ -4,11 +4,17 @@ A handler raises `ServeError(kind, message)` (or a subclass); the task endpoints
 v2 gRPC all map its kind through `KINDS` to an HTTP status, a gRPC status code and the
 `reason` label of `zooserve_request_failure_total`.  Anything else that escapes is a bug of
 ours: kind `error`, 500 / INTERNAL, logged with its traceback.
+
+What a client sent comes back cut (`clip`, in answers) and, in logs, also escaped
+(`for_log`): a value holding a newline never starts a log line of its own.  A `hint` (what
+is served here, the loaded versions) is for callers with a valid token: an answer to a
+caller without one (an open route, services/auth.py) leaves it out (`ServeError.answer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 # The failure reasons, the same everywhere (metrics, alerts, dashboards, load-test reports).
@@ -74,14 +80,25 @@ class ServeError(Exception):
     kind: Kind = ERROR
 
     def __init__(
-        self, message: str, field: str | None = None, retry_after: float | None = None, kind: Kind | None = None
+        self,
+        message: str,
+        field: str | None = None,
+        retry_after: float | None = None,
+        kind: Kind | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        full = f"{message}; {hint}" if hint else message
+        super().__init__(full)
+        self.message = full  # what a trusted caller (and the log) reads
+        self.bare = message  # without the hint: for callers without a valid token
         self.field = field
         self.retry_after = retry_after
         if kind is not None:
             self.kind = kind
+
+    def answer(self, trusted: bool = True) -> str:
+        """The message for a caller: with the hint only when the caller is `trusted`."""
+        return self.message if trusted else self.bare
 
 
 class BadRequest(ServeError):
@@ -142,6 +159,35 @@ def clip(value: object, limit: int = MAX_ECHO) -> str:
         text = f"{text[:limit]}... ({len(text)} characters)"
     # a lone surrogate from a JSON escape cannot be written as UTF-8: show it escaped
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def escaped(text: str) -> str:
+    """`text` with its control (and other unprintable) characters escaped as repr escapes them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def for_log(value: object, limit: int = MAX_ECHO) -> str:
+    """A client's value as a log line may hold it: clipped, control characters escaped (repr-style),
+    so that a newline in a request never forges a line of the server's log."""
+    return escaped(clip(value, limit))
+
+
+class OneLine(logging.Filter):
+    """Every message of the zooserve logger is one line: what a call site forgot to escape is
+    escaped here (a traceback, logged apart from the message, keeps its lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg, record.args = escaped(message), None
+        return True
+
+
+LOG = logging.getLogger("zooserve")
+if not any(isinstance(f, OneLine) for f in LOG.filters):
+    LOG.addFilter(OneLine())
 
 
 def retry_after_header(seconds: float | None) -> dict[str, str]:

@@ -6,6 +6,11 @@ Keras 3's `.keras` (a zip of config.json and model.weights.h5, weights under
 `layers/<layer>/vars/<i>` in the layer's own order).  A model nested in another (the
 tutorial wraps its Sequential in `Model(noise, img)`) is flattened to its leaf layers.
 Nothing here imports torch; plugins map the layers onto their own modules.
+
+Hostile files: a caller names the most bytes the model it expects can take (`archives.limit_for`);
+a larger file, or a `.keras` entry declaring more, is refused before it is read or inflated,
+and every HDF5 file is checked to hold only plain datasets inside itself (zoo/plain_hdf5.py)
+before any weight is read.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from typing import Any
 import numpy as np
 
 from zoo.api import WeightsMismatch
+from zoo.archives import read_member
+from zoo.plain_hdf5 import check_plain
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+MAX_CONFIG = 16 << 20  # a .keras's config.json: a few KB for real models
 _CONTAINERS = frozenset({"Sequential", "Functional", "Model"})
 
 
@@ -40,32 +48,40 @@ def is_keras_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in KERAS_SUFFIXES
 
 
-def read_keras(path: Path) -> list[KerasLayer]:
-    """The leaf layers of the model saved in `path` (InputLayer left out), in order."""
+def read_keras(path: Path, max_bytes: int) -> list[KerasLayer]:
+    """The leaf layers of the model saved in `path` (InputLayer left out), in order; a file (or a
+    `.keras` entry) of more than `max_bytes`, or one holding more than plain in-file data, is refused."""
     import h5py
 
     try:
         if path.suffix.lower() == ".keras":
             with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-                weights_file = io.BytesIO(archive.read("model.weights.h5"))
+                config = json.loads(read_member(archive, "config.json", MAX_CONFIG, path))
+                weights_file = io.BytesIO(read_member(archive, "model.weights.h5", max_bytes, path))
             with h5py.File(weights_file, "r") as h5:
+                check_plain(h5, f"{path} (model.weights.h5)", max_bytes)
                 weights = _keras3_weights(h5)
         else:
+            if path.stat().st_size > max_bytes:
+                raise WeightsMismatch(
+                    f"{path}: {path.stat().st_size} bytes; a weights file of this model holds at most {max_bytes}"
+                )
             with h5py.File(path, "r") as h5:
+                check_plain(h5, path, max_bytes)
                 if "model_config" not in h5.attrs:
                     raise WeightsMismatch(f"{path}: an HDF5 file without a Keras model config (weights-only file?)")
                 raw = h5.attrs["model_config"]
                 config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
                 weights = _legacy_weights(h5["model_weights"] if "model_weights" in h5 else h5)
+        layers = []
+        for layer in _leaf_layers(config):
+            name = str(layer["config"].get("name", ""))
+            layers.append(KerasLayer(layer["class_name"], name, layer["config"], tuple(weights.get(name, ()))))
     except WeightsMismatch:
         raise
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsMismatch(f"{path}: not a readable Keras model file ({exc})") from None
-    layers = []
-    for layer in _leaf_layers(config):
-        name = str(layer["config"].get("name", ""))
-        layers.append(KerasLayer(layer["class_name"], name, layer["config"], tuple(weights.get(name, ()))))
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RecursionError, zipfile.BadZipFile) as exc:
+        # a hostile or damaged file: one line naming it, never a traceback
+        raise WeightsMismatch(f"{path}: not a readable Keras model file ({type(exc).__name__}: {exc})") from None
     return layers
 
 

@@ -1,4 +1,8 @@
-"""Loading real weights from local files into torch modules (export time only)."""
+"""Loading real weights from local files into torch modules (export time only).
+
+A file larger than the module it is loaded into could take (`archives.limit_for`) is refused
+unread; torch's own format is a zip, whose declared sizes are checked before torch inflates it.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.api import WeightsMismatch
+from zoo.archives import check_zip_file, limit_for
 
 if TYPE_CHECKING:
     import torch
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+NO_CLAIM = 1 << 40  # a caller that names no size: only the compression ratio is checked
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from `.safetensors`, or from a `.pth`/`.pt`/`.bin` torch file (weights only)."""
+def read_state_dict(path: Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors`, or from a `.pth`/`.pt`/`.bin` torch file (weights only);
+    a file (or a zip entry) of more than `max_bytes` is refused before it is read."""
     import torch
+
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise WeightsMismatch(f"{path}: {size} bytes; a weights file of this model holds at most {max_bytes}")
+    check_zip_file(path, max_bytes or NO_CLAIM)
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -54,7 +66,8 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: P
 
 
 def load_file_into(module: torch.nn.Module, path: Path) -> None:
-    load_into(module, read_state_dict(path), path)
+    claimed = sum(t.numel() * 4 for t in module.state_dict().values())  # as float32
+    load_into(module, read_state_dict(path, limit_for(claimed)), path)
 
 
 def seeded(seed: int = 0) -> None:

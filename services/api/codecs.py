@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
 from services.config import Limits
-from services.errors import BODY_TIMEOUT, CANCELLED, BadRequest, ServeError, TooLarge, UnsupportedMedia, clip
+from services.errors import BODY_TIMEOUT, CANCELLED, BadRequest, ServeError, TooLarge, UnsupportedMedia, clip, for_log
 
 log = logging.getLogger("zooserve")
 T = TypeVar("T")
@@ -46,7 +46,7 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
                     raise TooLarge(f"request body exceeds the limit of {limit} bytes", "body")
                 chunks.append(chunk)
     except ClientDisconnect:
-        log.warning("client left during the upload of %s after %d bytes", request.url.path, size)
+        log.warning("client left during the upload of %s after %d bytes", for_log(request.url.path), size)
         raise ServeError("the client disconnected before the body was complete", "body", kind=CANCELLED) from None
     except TimeoutError:
         raise ServeError(
@@ -87,7 +87,7 @@ async def parse_form(request: Request, body: bytes, limits: Limits) -> dict[str,
     try:
         form = await request.form(max_files=limits.max_items + 1, max_fields=limits.max_items + 16)
     except Exception as exc:
-        raise BadRequest(f"malformed multipart body: {exc}", "body") from None
+        raise BadRequest(f"malformed multipart body: {clip(exc)}", "body") from None
     fields: dict[str, list[Any]] = {}
     for key, value in form.multi_items():
         fields.setdefault(key, []).append(await value.read() if isinstance(value, UploadFile) else value)

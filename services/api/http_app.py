@@ -22,7 +22,7 @@ from services.api import codecs
 from services.api.tasks import TASKS, Answerer, TaskCodec
 from services.api.v2.http import create_router
 from services.api.v2.repository import create_router as repository_router
-from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, retry_after_header
+from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, for_log, retry_after_header
 from services.runtime.hub import Hub, Observed
 
 log = logging.getLogger("zooserve")
@@ -114,7 +114,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
+        log.exception("unexpected error on %s", for_log(request.url.path))
         return JSONResponse({"error": "internal error; see the server log", "field": None}, status_code=500)
 
     for codec in TASKS.values():

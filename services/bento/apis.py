@@ -20,7 +20,7 @@ from pydantic import BaseModel, create_model
 
 from services.api.http_app import run_body
 from services.api.tasks import TASKS, TaskCodec
-from services.errors import BadRequest
+from services.errors import BadRequest, clip
 from services.runtime.hub import Hub
 
 
@@ -36,7 +36,8 @@ def task_api(hub: Hub, codec: TaskCodec) -> Any:
     async def call(self: Any, **body: Any) -> Any:
         unknown = sorted(set(body) - set(arguments.model_fields))
         if unknown:  # e.g. generate's grid: its PNG answer is plain HTTP's (README)
-            raise BadRequest(f"/{codec.name} takes no argument {unknown[0]!r} from BentoML's clients", unknown[0])
+            shown = clip(unknown[0])
+            raise BadRequest(f"/{codec.name} takes no argument {shown!r} from BentoML's clients", shown)
         return await run_body(hub, codec, {k: v for k, v in body.items() if v is not None})
 
     call.__name__ = call.__qualname__ = codec.name

@@ -251,7 +251,7 @@ class Hub:
         if runtime is None:
             self.check_not_unloaded(name)
             served = ", ".join(sorted(self.models)) or "none"
-            raise NotFound(f"unknown {what} {clip(name)!r}; served here: {served}", "model")
+            raise NotFound(f"unknown {what} {clip(name)!r}", "model", hint=f"served here: {served}")
         return runtime
 
     def refuse_if_full(self, call: Observed, runtimes: Sequence[ModelRuntime], what: str) -> None:
@@ -284,16 +284,17 @@ class Hub:
         (`default_for`).  A default that is not served or was unloaded is a 404 naming it: no other
         model answers in its place.  Readiness is the caller's to check, once it counts the
         request under this model."""
-        serving = ", ".join(sorted(n for n, m in self.models.items() if task in m.tasks)) or "none"
+        serving = sorted(n for n, m in self.models.items() if task in m.tasks)
+        served = f"served here: {', '.join(serving) or 'none'}"
         if requested is not None:
             runtime = self.pick(requested)
             if task in runtime.tasks:
                 return runtime
-            raise BadRequest(f"model {clip(requested)!r} does not serve /{task}; served here: {serving}", "model")
+            raise BadRequest(f"model {clip(requested)!r} does not serve /{task}", "model", hint=served)
         default = self.default_for(task, builtin)
         if default is None:
-            raise BadRequest(f"name a model for /{task}; served here: {serving}", "model")
+            raise BadRequest(f"name a model for /{task}", "model", hint=served)
         if default in self.models:
             return self.pick(default)
         state = "is unloaded (state UNAVAILABLE)" if default in self.unloaded else "is not served here"
-        raise NotFound(f"/{task}'s default model {default!r} {state}; name a model: {serving}", "model")
+        raise NotFound(f"/{task}'s default model {default!r} {state}; name a model", "model", hint=served)

@@ -21,11 +21,12 @@ import fcntl
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.errors import BadRequest, NotFound, clip
+from services.errors import BadRequest, NotFound, clip, for_log
 from services.runtime.hub import Hub
 from services.runtime.loading import Loader, load_from_store
 from services.runtime.model import ModelRuntime
@@ -39,6 +40,9 @@ STATE_FILE = "repository.json"
 FOLLOW_S = 1.0
 # Triton's load parameters that bring a model from the request: refused, models come from the store.
 FORBIDDEN = ("config",)
+# What BentoML accepts as a tag's version (and `zoo export` writes): checked before the version
+# reaches the store, an error message or a log line.
+VERSION = re.compile(r"[A-Za-z0-9](?:[-._A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 
 
 class Repository:
@@ -98,8 +102,12 @@ class Repository:
                 "parameters",
             )
         version = parameters.get("version")
-        if version is not None and (not isinstance(version, str) or not version):
-            raise BadRequest("parameter 'version' must be a model-store version string", "version")
+        if version is not None and (not isinstance(version, str) or not VERSION.fullmatch(version)):
+            raise BadRequest(
+                f"parameter 'version' {clip(version)!r} is not a model-store version (letters, digits, '-', '_' "
+                "and '.', at most 63 characters)",
+                "version",
+            )
         self._check_known(name)
         runtime = await self._apply(name, True, version)
         self._record(name, True, runtime.version if runtime is not None else version)
@@ -222,7 +230,7 @@ class Repository:
             try:
                 await self._apply(name, True, version)
             except BadRequest as exc:
-                log.error("repository change for %s not applied in this worker: %s", name, exc.message)
+                log.error("repository change for %s not applied in this worker: %s", name, for_log(exc.message, 2000))
 
     def start(self) -> None:
         self._follower = asyncio.get_running_loop().create_task(self.follow(), name="zooserve-repository")

@@ -23,7 +23,7 @@ from typing import Any
 
 from services import tracing
 from services.config import Batching, Settings
-from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
+from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable, clip, for_log
 from services.metrics import ModelMetrics, RequestMetrics
 from services.runtime.batcher import Batcher
 from services.runtime.loading import Loader, Parts, release_memory
@@ -33,6 +33,7 @@ from zoo.cpu import cpu_threads
 
 log = logging.getLogger("zooserve")
 
+MAX_ERROR = 2000  # characters of a load error kept: it may hold a store path or a version asked for
 # Decoding and resizing release the GIL; a pool the size of the cores keeps them parallel.
 _PREPROCESS_POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="preprocess")
 
@@ -110,8 +111,8 @@ class ModelRuntime:
             parts = await asyncio.to_thread(loader, self.name, self.settings)
             await self.attach(parts)
         except Exception as exc:  # the service stays up, not ready, and says why
-            self.status.error = f"{type(exc).__name__}: {exc}"
-            log.error("model %s failed to load: %s", self.name, self.status.error)
+            self.status.error = clip(f"{type(exc).__name__}: {exc}", MAX_ERROR)
+            log.error("model %s failed to load: %s", self.name, for_log(self.status.error, MAX_ERROR))
             return
         self.status.load_seconds = round(time.perf_counter() - started, 3)
         assert self.metrics is not None
@@ -282,7 +283,7 @@ class ModelRuntime:
             raise self.not_ready()
 
     def not_ready(self) -> Unavailable:
-        return Unavailable(f"model {self.name} is not ready: {self.status.error or 'loading'}", "model", 5)
+        return Unavailable(f"model {self.name} is not ready", "model", 5, hint=self.status.error or "loading")
 
     def _parts(self) -> Parts:
         if self.parts is None:

@@ -66,7 +66,7 @@ class VersionSet:
                     return runtime
             loaded = ", ".join(r.version for r in self.runtimes) or "none"
             name = self.runtimes[0].name if self.runtimes else "?"
-            raise NotFound(f"model '{name}' has no version '{clip(version)}'; loaded versions: {loaded}")
+            raise NotFound(f"model '{name}' has no version '{clip(version)}'", hint=f"loaded versions: {loaded}")
         if self.router is not None:
             ready = self.ready_versions()
             chosen = self.router.pick(set(ready))

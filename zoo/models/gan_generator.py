@@ -32,6 +32,7 @@ from zoo.api import (
     TensorSpec,
     WeightsMismatch,
 )
+from zoo.archives import limit_for
 from zoo.generative import MAX_SEED, LatentProcessor
 from zoo.keras_weights import KerasLayer, is_keras_file, read_keras
 from zoo.registry import register
@@ -48,6 +49,13 @@ class GanConfig:
     max_batch: int = 256
     bn_epsilon: float = 1e-3  # Keras' default; a Keras file's own value replaces it
 
+    @property
+    def parameter_bytes(self) -> int:
+        """float32 bytes of every weight and BatchNorm statistic: what a weights file claims to hold."""
+        widths = (self.latent_dim, *self.hidden, int(np.prod(self.image_shape)))
+        dense = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        return 4 * (dense + 4 * sum(self.hidden))
+
 
 @register
 class GanGenerator(Plugin[GanConfig]):
@@ -62,7 +70,7 @@ class GanGenerator(Plugin[GanConfig]):
         """A Keras file is checked now (before any torch import) and gives its epsilon."""
         if weights is None or not is_keras_file(weights):
             return config
-        _, epsilon = keras_generator_state(read_keras(weights), config, weights)
+        _, epsilon = keras_generator_state(read_keras(weights, limit_for(config.parameter_bytes)), config, weights)
         return replace(config, bn_epsilon=epsilon)
 
     @property
@@ -102,7 +110,7 @@ class GanGenerator(Plugin[GanConfig]):
         if self.weights is not None and is_keras_file(self.weights):
             import torch
 
-            state, _ = keras_generator_state(read_keras(self.weights), c, self.weights)
+            state, _ = keras_generator_state(read_keras(self.weights, limit_for(c.parameter_bytes)), c, self.weights)
             load_into(module, {k: torch.from_numpy(v) for k, v in state.items()}, self.weights)
         elif self.weights is not None:
             load_file_into(module, self.weights)

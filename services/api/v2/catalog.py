@@ -19,7 +19,7 @@ def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
         hub.check_not_unloaded(base)
         served = sorted(hub.models)
         known = ", ".join(served + [n + RAW_SUFFIX for n in served]) or "none"
-        raise NotFound(f"unknown model '{clip(name)}'; served here: {known}")
+        raise NotFound(f"unknown model '{clip(name)}'", hint=f"served here: {known}")
     runtime = hub.pick(base, version)  # the named version, or the canary split's choice
     model = RawModel(name, runtime) if raw else TensorModel(name, runtime)
     model.check_version(version)

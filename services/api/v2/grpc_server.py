@@ -56,9 +56,9 @@ from services.api.v2 import catalog, models
 from services.api.v2.grpc_handlers import add_servicer
 from services.api.v2.grpc_port import PortClaim, PortHeld
 from services.api.v2.repository import OFF, GrpcRepository
-from services.auth import TokenInterceptor, TokenStore
+from services.auth import TokenInterceptor, TokenStore, trusted
 from services.config import Settings
-from services.errors import BAD_INPUT, UNAUTHENTICATED, BadRequest, DeadlineExceeded, ServeError, kind_of
+from services.errors import BAD_INPUT, UNAUTHENTICATED, BadRequest, DeadlineExceeded, ServeError, clip, for_log, kind_of
 from services.runtime.hub import Hub
 
 log = logging.getLogger("zooserve")
@@ -68,10 +68,10 @@ SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 GRACE_S = 10.0  # in-flight RPCs get this long to finish at shutdown
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: ServeError) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: ServeError, trusted: bool = True) -> None:
     if exc.retry_after is not None:
         context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after)))),))
-    await context.abort(grpc.StatusCode[exc.kind.grpc], exc.message)
+    await context.abort(grpc.StatusCode[exc.kind.grpc], exc.answer(trusted))  # the hint for trusted callers
 
 
 def _set_parameter(target: Any, value: Any) -> None:
@@ -97,7 +97,7 @@ def decode_request(request: pb2.ModelInferRequest) -> InferRequest:
         shape = check_shape(list(tensor.shape), tensor.name)
         if raw:
             if tensor.HasField("contents"):
-                raise TensorError(f"tensor '{tensor.name}': contents must not be set with raw_input_contents")
+                raise TensorError(f"tensor '{clip(tensor.name)}': contents must not be set with raw_input_contents")
             data = from_raw(tensor.name, tensor.datatype, shape, raw[i])
         else:
             data = from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
@@ -125,8 +125,9 @@ def encode_response(response: InferResponse) -> pb2.ModelInferResponse:
 
 
 class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, auth: TokenStore | None = None) -> None:
         self.hub = hub
+        self.auth = auth  # ModelReady is open: without a valid token its errors list nothing
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ServerLiveResponse:
         return pb2.ServerLiveResponse(live=True)
@@ -141,7 +142,7 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
         try:
             return pb2.ModelReadyResponse(ready=catalog.resolve(self.hub, request.name, request.version).ready)
         except ServeError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, trusted(self.auth, context))
             raise  # unreachable: abort raises
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelMetadataResponse:
@@ -203,7 +204,7 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
         except ServeError as exc:
             await _abort(context, exc)
         except Exception as exc:  # a bug of ours: counted as `error` above; the client gets INTERNAL
-            log.exception("v2 gRPC inference failed for %s", request.model_name, exc_info=exc)
+            log.exception("v2 gRPC inference failed for %s", for_log(request.model_name), exc_info=exc)
             await context.abort(grpc.StatusCode[kind_of(exc).grpc], "inference failed; see the server log")
 
 
@@ -249,7 +250,7 @@ class GrpcServer:
             if method == "ModelInfer":
                 unresolved.failed(PROTOCOL, BAD_INPUT.reason)
 
-        add_servicer(InferenceServicer(self.hub), server, malformed)
+        add_servicer(InferenceServicer(self.hub, self.auth), server, malformed)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.grpc_reflection:

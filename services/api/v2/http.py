@@ -40,6 +40,7 @@ from services.api.tensors import (
     to_raw,
 )
 from services.api.v2 import catalog, models
+from services.auth import is_trusted
 from services.errors import BadRequest, NotFound, ServeError, clip, retry_after_header
 from services.runtime.hub import Hub
 
@@ -49,8 +50,10 @@ _OFFLOAD_BYTES = 256 << 10  # bodies past this are decoded off the event loop
 _COMPRESS_MIN_BYTES = 1024
 
 
-def error_response(exc: ServeError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.kind.http, headers=retry_after_header(exc.retry_after))
+def error_response(exc: ServeError, trusted: bool = True) -> JSONResponse:
+    """The error's answer; its hint (what is served) only for a `trusted` caller (services/auth.py)."""
+    body = {"error": exc.answer(trusted)}
+    return JSONResponse(body, status_code=exc.kind.http, headers=retry_after_header(exc.retry_after))
 
 
 def create_router(hub: Hub) -> APIRouter:
@@ -80,14 +83,15 @@ def create_router(hub: Hub) -> APIRouter:
 
     @router.get("/v2/models/{name}/ready", summary="Model readiness")
     @router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness of one version")
-    async def model_ready(name: str, version: str | None = None) -> Response:
+    async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+        trusted = is_trusted(request.scope)  # an open route: without a token, nothing that lists
         try:
             model = catalog.resolve(hub, name, version)
         except ServeError as exc:
-            return error_response(exc)
+            return error_response(exc, trusted)
         body: dict[str, Any] = {"name": name, "ready": model.ready}
         if not model.ready:
-            body["error"] = model.runtime.not_ready().message
+            body["error"] = model.runtime.not_ready().answer(trusted)
         return JSONResponse(body, status_code=200 if model.ready else 503)
 
     @router.post("/v2/models/{name}/infer", summary="Inference (JSON or binary tensor data)")

@@ -82,7 +82,7 @@ class V2Model:
     def check_version(self, version: str | None) -> None:
         if version and version != self.version:
             loaded = self.version if self.runtime.parts else "none yet"
-            raise NotFound(f"model '{self.name}' has no version '{clip(version)}'; loaded version: {loaded}")
+            raise NotFound(f"model '{self.name}' has no version '{clip(version)}'", hint=f"loaded version: {loaded}")
 
     # -- metadata ---------------------------------------------------------------------------
     def inputs(self) -> tuple[TensorMeta, ...]:
