@@ -27,9 +27,9 @@ from typing import Any
 from services import tracing
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
-from services.metrics import ModelMetrics, RequestMetrics
+from services.metrics import ModelMetrics, Phases, RequestMetrics
 from services.packed import pinned_version
-from services.runtime.batcher import Batcher
+from services.runtime.batcher import Batcher, Computed
 from zoo import backends, get
 from zoo.api import BadInput, ExportSpec, Plugin, Processor, Row, Task, collate, split
 from zoo.artifact import find, store_name, versions
@@ -195,7 +195,7 @@ class ModelRuntime:
         parts = self._parts()
         rows = await asyncio.to_thread(self._example_rows)
         for size in (1, min(len(rows), self.config.max_batch_size)):
-            outputs = await asyncio.to_thread(self._run_batch, rows[:size])
+            outputs = (await asyncio.to_thread(self._run_batch, rows[:size])).outputs
             for row in outputs if self.tasks else ():  # a model of no task: tensors only
                 parts.processor.postprocess(row, self.tasks[0])
 
@@ -328,9 +328,17 @@ class ModelRuntime:
                 raise ItemError(index, str(exc)) from None
         return rows
 
-    def _run_batch(self, rows: list[Row]) -> list[Row]:
+    def _run_batch(self, rows: list[Row]) -> Computed:
+        """The batch through the runner, timed per phase (Triton's compute_input/infer/output)."""
         parts = self._parts()
-        return split(parts.runner.run(collate(rows, parts.spec)), len(rows))
+        started = time.perf_counter()
+        feeds = collate(rows, parts.spec)
+        collated = time.perf_counter()
+        arrays = parts.runner.run(feeds)
+        ran = time.perf_counter()
+        outputs = split(arrays, len(rows))
+        phases = Phases(collated - started, ran - collated, time.perf_counter() - ran)
+        return Computed(outputs, phases)
 
     def check_ready(self) -> None:
         if not self.status.ready:
