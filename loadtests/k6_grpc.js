@@ -43,7 +43,7 @@ export const options = {
 
 const failed = new Counter('infer_failed');
 const client = new grpc.Client();
-client.load(['../services/proto'], 'open_inference_grpc.proto');
+client.load(['../services/api/proto'], 'open_inference_grpc.proto');
 
 function littleEndianBase64(typed) {
   return encoding.b64encode(typed.buffer, 'std');

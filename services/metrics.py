@@ -96,9 +96,9 @@ GPU_MEMORY_TOTAL = Gauge("zooserve_gpu_memory_total_bytes", "GPU memory (NVML)."
 class Phases:
     """Where a batch's compute time went: Triton's compute_input, compute_infer, compute_output."""
 
-    input_s: float = 0.0  # the rows collated into the backend's arrays
+    input_s: float = 0.0  # to the batch's thread, and the rows collated into the backend's arrays
     infer_s: float = 0.0  # the backend's run
-    output_s: float = 0.0  # its arrays split back into rows
+    output_s: float = 0.0  # its arrays split back into rows, and back to the event loop
 
 
 @dataclass

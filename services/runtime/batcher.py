@@ -43,6 +43,17 @@ class Computed:
 
     outputs: list[Row]
     phases: Phases
+    began: float | None = None  # perf_counter() when the batch's thread took it up
+
+    def within(self, started: float, elapsed: float) -> Phases:
+        """The phases stretched over the batch's whole `elapsed` time from `started`: the thread
+        hand-off before the run counts as preparing its input, the one after as its output."""
+        if self.began is None:
+            return self.phases
+        before = max(0.0, self.began - started)
+        p = self.phases
+        after = max(0.0, elapsed - before - p.input_s - p.infer_s - p.output_s)
+        return Phases(p.input_s + before, p.infer_s, p.output_s + after)
 
 
 # A batch's rows to their outputs: as a `Computed`, or a plain list (all of it counted as the run).
@@ -215,7 +226,7 @@ class Batcher:
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             computed = result if isinstance(result, Computed) else Computed(result, Phases(infer_s=elapsed))
-            self.metrics.executed(len(batch), elapsed, computed.phases)
+            self.metrics.executed(len(batch), elapsed, computed.within(started, elapsed))
             for item, output in zip(batch, computed.outputs, strict=True):
                 if not item.future.done():
                     item.future.set_result(output)

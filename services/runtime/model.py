@@ -338,7 +338,7 @@ class ModelRuntime:
         ran = time.perf_counter()
         outputs = split(arrays, len(rows))
         phases = Phases(collated - started, ran - collated, time.perf_counter() - ran)
-        return Computed(outputs, phases)
+        return Computed(outputs, phases, began=started)
 
     def check_ready(self) -> None:
         if not self.status.ready:

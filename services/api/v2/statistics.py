@@ -11,10 +11,10 @@ The figures are the Prometheus series' own, counted in the same calls (services/
 - `inference_stats.success` / `fail`: requests answered / failed (zooserve_request_success_total,
   zooserve_request_failure_total over every reason and protocol) and their time in the server.
 - `queue`: each row's wait in the batcher's queue (zooserve_queue_wait_seconds); `compute_input`,
-  `compute_infer`, `compute_output`: per row, the time its batch spent collating the rows, in
-  the backend, and splitting the outputs (together zooserve_compute_seconds, less the thread
-  hand-off).  zooserve schedules rows, so these count rows where Triton counts requests; their
-  averages per row are what a request of one row spends.
+  `compute_infer`, `compute_output`: per row, the time its batch spent getting to the model's
+  thread and collating the rows, in the backend, and splitting the outputs and getting back to
+  the event loop (together zooserve_compute_seconds).  zooserve schedules rows, so these count
+  rows where Triton counts requests; their averages per row are what a request of one row spends.
 - `batch_stats`: per batch size, the batches run and their compute time.
 - `cache_hit` / `cache_miss` stay 0 (no response cache); `response_stats` is empty (no decoupled
   models) and `memory_usage` too (zooserve does not measure a model's memory).
