@@ -7,6 +7,10 @@ followed by binary tensors when `Inference-Header-Content-Length` gives the JSON
 Every error is `{"error": "..."}` with the status of the one error table (services/errors.py):
 400/404/413/415/429/503/504, 429 and 503 with Retry-After.
 
+Triton's model configuration (`/config`) and statistics (`/stats`) extensions answer beside the
+metadata (services/api/v2/configuration.py, statistics.py); the routes of the Triton extensions
+that zooserve leaves out (shared memory, trace, logging, generate) answer 400 naming them.
+
     curl localhost:3000/v2/models/gan_generator
     curl -d '{"inputs":[{"name":"latent","datatype":"FP32","shape":[1,100],"data":[...100 numbers...]}]}' \\
         localhost:3000/v2/models/gan_generator/infer
