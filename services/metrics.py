@@ -135,9 +135,11 @@ class ModelMetrics:
         self.batch_size.observe(size)
         self.rows.inc(size)
         amounts: dict[str, float] = {"inference_count": size, "execution_count": 1, f"batch_{size}_count": 1}
-        spent_by_phase = {"compute_input": phases.input_s, "compute_infer": phases.infer_s}
-        spent_by_phase["compute_output"] = phases.output_s
-        for phase, spent in spent_by_phase.items():
+        for phase, spent in (
+            ("compute_input", phases.input_s),
+            ("compute_infer", phases.infer_s),
+            ("compute_output", phases.output_s),
+        ):
             # per row, as Triton counts per request: each row of the batch spent the batch's time
             amounts[f"{phase}_count"] = size
             amounts[f"{phase}_ns"] = spent * 1e9 * size
