@@ -993,6 +993,11 @@ def test_statistics_sum_both_workers(small_store: Path, tmp_path_factory: pytest
         _assert_same_figures(_stats_figures(answers[0]["model_stats"][0]), metrics)
         config = http_json(server.url + f"/v2/models/{model}/config")[1]
         assert config["instance_group"][0]["count"] == 2
+        for path in ("/v2/models/nope/config", f"/v2/models/{model}/versions/..%2Fx/stats",
+                     f"/v2/models/{model}/versions/%2E%2E/stats", "/v2/systemsharedmemory/status"):  # fmt: skip
+            status, answer = http_json(server.url + path)
+            assert 400 <= status < 500 and set(answer) == {"error"}, (path, answer)
+        assert "Traceback" not in server.logs()
         print(f"\n2 workers, {sent} HTTP + 4 gRPC requests: statistics {_stats_figures(answers[0]['model_stats'][0])}"
               f"\n  /metrics {metrics}")  # fmt: skip
 
