@@ -6,18 +6,24 @@ PROMETHEUS_MULTIPROC_DIR for every worker) they are aggregated across workers.  
 
 Label values come from the server's own state (model names, versions, backends it loaded),
 never from a request: a failure before a model is resolved is counted with `model=""`.
+
+The per-model series move in the same calls that feed Triton's statistics (services/tally.py),
+so /v2/models/stats and /metrics count the same requests, rows and batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.errors import REASONS
+from services.tally import TALLY
 
 log = logging.getLogger("zooserve")
 
@@ -86,6 +92,15 @@ GPU_MEMORY_USED = Gauge(
 GPU_MEMORY_TOTAL = Gauge("zooserve_gpu_memory_total_bytes", "GPU memory (NVML).", ("gpu",), multiprocess_mode="max")
 
 
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """Where a batch's compute time went: Triton's compute_input, compute_infer, compute_output."""
+
+    input_s: float = 0.0  # to the batch's thread, and the rows collated into the backend's arrays
+    infer_s: float = 0.0  # the backend's run
+    output_s: float = 0.0  # its arrays split back into rows, and back to the event loop
+
+
 @dataclass
 class ModelMetrics:
     """The children of every per-model metric, resolved once per model."""
@@ -107,6 +122,30 @@ class ModelMetrics:
         self.load_duration = LOAD_DURATION.labels(*labels)
         self.requests = RequestMetrics(labels)
 
+    def queued(self, waits: Sequence[float]) -> None:
+        """Rows leaving the queue for a batch, after waiting `waits` seconds each."""
+        for wait in waits:
+            self.queue_wait.observe(wait)
+        TALLY.add(self.labels, {"queue_count": len(waits), "queue_ns": sum(waits) * 1e9})
+
+    def executed(self, size: int, seconds: float, phases: Phases) -> None:
+        """A batch of `size` rows computed in `seconds` (collation and splitting included)."""
+        self.compute.observe(seconds)
+        self.batches.inc()
+        self.batch_size.observe(size)
+        self.rows.inc(size)
+        amounts: dict[str, float] = {"inference_count": size, "execution_count": 1, f"batch_{size}_count": 1}
+        for phase, spent in (
+            ("compute_input", phases.input_s),
+            ("compute_infer", phases.infer_s),
+            ("compute_output", phases.output_s),
+        ):
+            # per row, as Triton counts per request: each row of the batch spent the batch's time
+            amounts[f"{phase}_count"] = size
+            amounts[f"{phase}_ns"] = spent * 1e9 * size
+            amounts[f"batch_{size}_{phase}_ns"] = spent * 1e9
+        TALLY.add(self.labels, amounts)
+
 
 class RequestMetrics:
     """Success, duration and failure-by-reason series of one label set, created at 0."""
@@ -121,9 +160,16 @@ class RequestMetrics:
     def succeeded(self, protocol: str, seconds: float) -> None:
         self._success[protocol].inc()
         self._duration[protocol].observe(seconds)
+        self._tally("success", seconds)
 
-    def failed(self, protocol: str, reason: str) -> None:
+    def failed(self, protocol: str, reason: str, seconds: float = 0.0) -> None:
         self._failure[(protocol, reason)].inc()
+        self._tally("fail", seconds)
+
+    def _tally(self, outcome: str, seconds: float) -> None:
+        if self.labels != UNRESOLVED:  # statistics are per model: a request of no model has none
+            amounts = {f"{outcome}_count": 1.0, f"{outcome}_ns": seconds * 1e9, "last_inference": time.time() * 1e3}
+            TALLY.add(self.labels, amounts)
 
 
 def sample_gpus(nvml: Any) -> int:

@@ -598,6 +598,12 @@ def bert_inputs(n: int = 3, **override: dict[str, Any]) -> list[dict[str, Any]]:
     return list(base.values())
 
 
+def sentiment_ids(**logits_parameters: Any) -> dict[str, Any]:
+    """lstm_sentiment's ids, its `logits` output asked for with `logits_parameters`."""
+    return {"inputs": [ids("input_ids", [1, 3], [2, 3, 4])],
+            "outputs": [{"name": "logits", "parameters": logits_parameters}]}  # fmt: skip
+
+
 def texts(values: list[Any], model: str = "bert_raw", **doc: Any):
     return v2(model, {"inputs": [{"name": "texts", "datatype": "BYTES", "shape": [len(values)], "data": values}],
                       **doc})  # fmt: skip
@@ -834,6 +840,31 @@ V2_JSON_CASES: list[Case] = [
     Case("version-unknown-metadata", get("/v2/models/resnet18/versions/..%2F1"), (404,), ("version",)),
     Case("version-unknown-ready", get("/v2/models/bert_raw/versions/0/ready"), (404,), ("version",)),
     Case("unknown-model-ready", get("/v2/models/vgg16/ready"), (404,), UNKNOWN_MODEL),
+    # Triton's model configuration and statistics extensions
+    Case("config-unknown-model", get("/v2/models/vgg16/config"), (404,), UNKNOWN_MODEL),
+    Case("config-model-name-60000-chars", get(f"/v2/models/{LONG}/config"), (404,), UNKNOWN_MODEL, echo=LONG),
+    Case("config-version-unknown", get("/v2/models/resnet18/versions/7/config"), (404,), ("version",)),
+    Case("config-version-traversal", get("/v2/models/resnet18/versions/..%2F..%2Fetc/config"), (404,),
+         ("version", "v2")),
+    Case("stats-unknown-model", get("/v2/models/vgg16/stats"), (404,), UNKNOWN_MODEL),
+    Case("stats-version-60000-chars", get(f"/v2/models/gan_generator/versions/{LONG}/stats"), (404,),
+         ("version",), echo=LONG),
+    Case("stats-version-dot-dot", get("/v2/models/bert_raw/versions/%2E%2E/stats"), (404,), ("version",)),
+    # Triton's classification extension (lstm_sentiment's logits: 2 classes)
+    *[Case(f"classification-{label}", v2("lstm_sentiment", sentiment_ids(classification=k)), (400,),
+           ("classification",)) for label, k in (("0", 0), ("negative", -1), ("past-the-classes", 3),
+                                                  ("10^30", 10**30), ("float", 1.5), ("string", "2"),
+                                                  ("bool", True), ("null", None), ("list", [1]))],
+    Case("classification-on-BYTES-output", raw_images(lambda: [b64(png())], outputs=[
+        {"name": "labels", "parameters": {"classification": 1}}]), (400,), ("classification",)),
+    # extensions left out: named
+    Case("route-system-shared-memory", get("/v2/systemsharedmemory/status"), (400,), ("shared memory",)),
+    Case("route-cuda-shared-memory-register", request("POST", "/v2/cudasharedmemory/region/r/register", b"{}"),
+         (400,), ("shared memory",)),
+    Case("input-in-shared-memory", v2("gan_generator", gan({"name": "latent", "datatype": "FP32", "shape": [1, 100],
+         "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 400}})), (400,), ("shared memory",)),
+    Case("sequence-id", v2("gan_generator", gan(parameters={"sequence_id": 3, "sequence_start": True})), (400,),
+         ("sequence",)),
 ]
 
 
@@ -1036,6 +1067,7 @@ def infer_message(
     version: str = "",
     parameters: dict[str, tuple[str, Any]] | None = None,
     outputs: Sequence[str] = (),
+    output_parameters: dict[str, tuple[str, Any]] | None = None,
 ) -> service_pb2.ModelInferRequest:
     message = service_pb2.ModelInferRequest(model_name=model, model_version=version)
     for name, datatype, shape in inputs:
@@ -1044,7 +1076,9 @@ def infer_message(
     for key, (kind, value) in (parameters or {}).items():
         setattr(message.parameters[key], kind, value)
     for name in outputs:
-        message.outputs.add(name=name)
+        output = message.outputs.add(name=name)
+        for key, (kind, value) in (output_parameters or {}).items():
+            setattr(output.parameters[key], kind, value)
     return message
 
 
@@ -1308,8 +1342,26 @@ GRPC_CASES: list[Case] = [
     Case("message-past-64MiB", infer("resnet50", [("pixel_values", "FP32", [112, 3, 224, 224])],
                                      lambda: [bytes(112 * 3 * 224 * 224 * 4)]),
          (grpc.StatusCode.RESOURCE_EXHAUSTED,), ("larger", "max", "limit")),
-    Case("unknown-method", rpc(lambda: b"", "ModelStatistics", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
+    Case("unknown-method", rpc(lambda: b"", "ModelNope", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
          ("method", "not found", "unimplemented")),
+    Case("statistics-unknown-model", rpc(lambda: service_pb2.ModelStatisticsRequest(name="vgg16"), "ModelStatistics"),
+         (NOT_FOUND,), UNKNOWN_MODEL),
+    Case("statistics-version-without-model", rpc(lambda: service_pb2.ModelStatisticsRequest(version="1"),
+                                                 "ModelStatistics"), (INVALID,), ("version",)),
+    Case("config-version-traversal", rpc(lambda: service_pb2.ModelConfigRequest(name="resnet18", version="../../etc"),
+                                         "ModelConfig"), (NOT_FOUND,), ("version",)),
+    Case("config-model-name-100000-chars", rpc(lambda: service_pb2.ModelConfigRequest(name=HUGE), "ModelConfig"),
+         (NOT_FOUND,), UNKNOWN_MODEL, echo=HUGE),
+    Case("config-malformed", rpc(lambda: b"\xff\xff garbage", "ModelConfig", raw=True), (INVALID,), ("malformed",)),
+    Case("classification-string-param", infer("lstm_sentiment", [("input_ids", "INT64", [1, 3])],
+                                              [np.array([2, 3, 4], np.int64).tobytes()],
+                                              outputs=["logits"], output_parameters={
+                                                  "classification": ("string_param", "2")}),
+         (INVALID,), ("classification",)),
+    Case("stream-infer", rpc(lambda: b"", "ModelStreamInfer", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
+         ("streaming",)),
+    Case("system-shared-memory-status", rpc(lambda: b"", "SystemSharedMemoryStatus", raw=True),
+         (grpc.StatusCode.UNIMPLEMENTED,), ("shared memory",)),
     Case("repository-api-off", rpc(lambda: b"", "RepositoryIndex", raw=True), (grpc.StatusCode.UNIMPLEMENTED,),
          ("repository api is off",)),
     Case("unknown-service", rpc(lambda: b"", "ModelInfer", service="inference.Nope"),

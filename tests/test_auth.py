@@ -175,6 +175,11 @@ def test_open_paths_are_probes_model_readiness_and_the_docs_ui() -> None:
         "/v2/models/resnet50",
         "/v2/models/resnet50/infer",
         "/v2/models/resnet50/versions/1/infer",
+        "/v2/models/resnet50/config",  # Triton's configuration and statistics: metadata routes
+        "/v2/models/resnet50/versions/1/config",
+        "/v2/models/stats",
+        "/v2/models/resnet50/stats",
+        "/v2/models/resnet50/versions/1/stats",
         "/v2/models/a/b/ready",  # not a route's shape: never open
         "/v2/models//ready",
         "/readyz/",
@@ -278,6 +283,9 @@ def test_every_other_route_needs_a_token(server: Server) -> None:
         ("/v2", None),
         ("/v2/models/gan_generator", None),
         ("/v2/models/gan_generator/infer", {"inputs": []}),
+        ("/v2/models/gan_generator/config", None),  # Triton's configuration and statistics
+        ("/v2/models/stats", None),
+        ("/v2/models/gan_generator/stats", None),
         ("/healthz", None),
         ("/no/such/route", None),
     ]
@@ -300,6 +308,8 @@ def test_every_other_route_needs_a_token(server: Server) -> None:
     assert status == 200 and answer["results"][0]["seed"] == 2
     status, _, meta = call(server.url + "/v2/models/gan_generator", headers=bearer(FILE_TOKEN))
     assert status == 200 and meta["name"] == "gan_generator"
+    status, _, stats = call(server.url + "/v2/models/gan_generator/stats", headers=bearer(TOKEN))
+    assert status == 200 and stats["model_stats"][0]["name"] == "gan_generator"
 
 
 def test_tritonclient_over_http_and_grpc(server: Server) -> None:
@@ -322,7 +332,12 @@ def test_tritonclient_over_http_and_grpc(server: Server) -> None:
     client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     try:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("gan_generator")
-        for attempt in (lambda: client.get_server_metadata(), lambda: client.get_model_metadata("gan_generator")):
+        for attempt in (
+            lambda: client.get_server_metadata(),
+            lambda: client.get_model_metadata("gan_generator"),
+            lambda: client.get_model_config("gan_generator"),
+            lambda: client.get_inference_statistics("gan_generator"),
+        ):
             with pytest.raises(InferenceServerException) as refused:
                 attempt()
             assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
@@ -391,6 +406,8 @@ def test_openapi_document_declares_the_bearer_scheme(server: Server) -> None:
         ("/classify", "post"),
         ("/v2/models/{name}/infer", "post"),
         ("/v2", "get"),
+        ("/v2/models/stats", "get"),
+        ("/v2/models/{name}/config", "get"),
     ):
         assert paths[path][method]["security"] == [{"bearerAuth": []}], path
         assert "401" in paths[path][method]["responses"], path

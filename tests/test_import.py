@@ -352,6 +352,39 @@ def test_an_imported_real_network_names_real_photos(server: Server) -> None:
         assert top[0]["label"] in expected, (name, top)
 
 
+def test_imported_models_have_their_triton_configuration_and_classify(server: Server) -> None:
+    """Triton's configuration of imported models (their layout, labels and fixed batch), and the
+    classification extension naming chelsea.jpg with ImageNet's labels, over tritonclient."""
+    http = thttp.InferenceServerClient(f"127.0.0.1:{server.port}")
+    grpc = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        lite0 = http.get_model_config("lite0")
+        assert lite0["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 224, 224],
+                                   "format": "FORMAT_NCHW"}]  # fmt: skip
+        assert lite0["output"] == [{"name": "logits", "data_type": "TYPE_FP32", "dims": [1000],
+                                    "label_filename": "labels.json"}]  # fmt: skip
+        assert lite0["max_batch_size"] == 8 and lite0["dynamic_batching"]["max_queue_delay_microseconds"] == 20_000
+        nhwc = grpc.get_model_config("cnn_nhwc").config
+        assert nhwc.input[0].format == nhwc.input[0].FORMAT_NHWC and list(nhwc.input[0].dims) == [32, 32, 3]
+        assert grpc.get_model_config("cnn_fixed").config.max_batch_size == 1  # its graph takes one row
+        tensors = http.get_model_config("tensors")
+        assert "format" not in tensors["input"][0] and "label_filename" not in tensors["output"][0]
+        assert http.get_model_config("reviews")["output"][0]["label_filename"] == "labels.json"
+        assert http.get_model_config("tiny_gan_raw")["platform"] == "zooserve_pipeline"
+        pixels = ImagePreset(resize=256)(Image.open(PHOTO).convert("RGB"))[None]
+        for client, module in ((http, thttp), (grpc, tgrpc)):
+            tensor = module.InferInput("input", list(pixels.shape), "FP32")
+            tensor.set_data_from_numpy(pixels)
+            classes = client.infer("lite0", [tensor], outputs=[module.InferRequestedOutput("logits", class_count=3)])
+            top = [c.decode() if isinstance(c, bytes) else c for c in classes.as_numpy("logits")[0]]
+            assert len(top) == 3 and top[0].split(":", 2)[2] in REAL["chelsea"], top
+            values = [float(c.split(":")[0]) for c in top]
+            assert values == sorted(values, reverse=True), top
+    finally:
+        http.close()
+        grpc.close()
+
+
 def test_an_imported_model_on_another_backend_says_so() -> None:
     from services.config import load_settings
     from services.runtime.loading import load_from_store

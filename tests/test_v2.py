@@ -31,13 +31,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from prometheus_client.mmap_dict import MmapedDict
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
 import zoo
 from services.api import tensors
+from services.config import Batching
 from tests.helpers import BIN, ROOT, Server, http_json, running_server
 from zoo.generative import latent_from_seed
 from zoo.results import softmax
@@ -155,29 +158,37 @@ def test_generated_grpc_modules_are_up_to_date(tmp_path: Path) -> None:
 
 _DUMP_SCHEMA = """
 import importlib, json, sys
-module = importlib.import_module(sys.argv[1])
 def walk(desc, out):
     out[desc.full_name] = sorted((f.name, f.number, f.type, f.label) for f in desc.fields)
+    for enum in desc.enum_types:
+        out[enum.full_name] = sorted((v.name, v.number) for v in enum.values)
     for nested in desc.nested_types:
         walk(nested, out)
-out = {}
-for desc in module.DESCRIPTOR.message_types_by_name.values():
-    walk(desc, out)
-service = module.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-out["rpcs"] = sorted((m.name, m.input_type.full_name, m.output_type.full_name) for m in service.methods)
+out = {"rpcs": []}
+for name in sys.argv[1:]:
+    module = importlib.import_module(name)
+    for desc in module.DESCRIPTOR.message_types_by_name.values():
+        walk(desc, out)
+    for enum in module.DESCRIPTOR.enum_types_by_name.values():
+        out[enum.full_name] = sorted((v.name, v.number) for v in enum.values)
+    service = module.DESCRIPTOR.services_by_name.get("GRPCInferenceService")
+    if service is not None:
+        out["rpcs"] += sorted((m.name, m.input_type.full_name, m.output_type.full_name, m.client_streaming,
+                               m.server_streaming) for m in service.methods)
 print(json.dumps(out))
 """
 
 
 def test_grpc_schema_is_wire_compatible_with_tritonclient() -> None:
-    """Every message, field number, type and label of ours equals tritonclient's (a superset)."""
+    """Every message, field number, type and label, every enum value and every RPC of ours equals
+    tritonclient's (grpc_service.proto and model_config.proto; ours is a subset)."""
 
-    def dump(module: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, "-c", _DUMP_SCHEMA, module], capture_output=True, text=True, check=True)
+    def dump(*modules: str) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-c", _DUMP_SCHEMA, *modules], capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
 
     ours = dump("services.api.proto.open_inference_grpc_pb2")
-    theirs = dump("tritonclient.grpc.service_pb2")
+    theirs = dump("tritonclient.grpc.service_pb2", "tritonclient.grpc.model_config_pb2")
     for message, fields in ours.items():
         if message == "rpcs":
             assert set(map(tuple, fields)) <= set(map(tuple, theirs["rpcs"]))
@@ -187,7 +198,14 @@ def test_grpc_schema_is_wire_compatible_with_tritonclient() -> None:
         if message == "inference.ModelMetadataResponse":
             fields = [f for f in fields if f[0] != "properties"]
         assert set(map(tuple, fields)) <= set(map(tuple, theirs[message])), message
-    assert len(ours) > 15
+    # Triton's configuration and statistics messages are there, enums included
+    for name in ("inference.ModelConfig", "inference.ModelConfig.ParametersEntry", "inference.DataType",
+                 "inference.ModelInput.Format", "inference.ModelInstanceGroup.Kind", "inference.ModelStatistics",
+                 "inference.ModelStatistics.ResponseStatsEntry", "inference.InferBatchStatistics"):  # fmt: skip
+        assert name in ours, name
+    assert ours["inference.DataType"] == theirs["inference.DataType"]
+    assert {r[0] for r in ours["rpcs"]} >= {"ModelConfig", "ModelStatistics"}
+    assert len(ours) > 40
 
 
 def test_bytes_codec_matches_tritonclient_and_rejects_bad_data() -> None:
@@ -759,6 +777,231 @@ def test_k6_grpc_load_smoke_has_no_errors(small_server: Server, tmp_path: Path) 
           f"p99 {metrics['grpc_req_duration']['p(99)']:.1f} ms")  # fmt: skip
 
 
+# -- Triton's extensions: model configuration, classification, statistics ------------------------------------
+TRITON_TYPES = {"FP32": "TYPE_FP32", "INT64": "TYPE_INT64", "BYTES": "TYPE_STRING"}
+IMAGE_MODELS = [m for m in MODELS if "pixel_values" in zoo.create(m, **zoo.get(m).test_overrides).spec.input_names]
+
+
+def _check_config(config: dict[str, Any], meta: dict[str, Any], batching: Batching, workers: int = 1) -> None:
+    """A model's configuration against its metadata and the batching it was served with."""
+    assert config["name"] == meta["name"] and config["max_batch_size"] == batching.max_batch_size
+    for key, tensors_meta in (("input", meta["inputs"]), ("output", meta["outputs"])):
+        dims = [t["shape"][1:] or [1] for t in tensors_meta]  # a batch of scalars: dims [1], reshape []
+        assert [(t["name"], t["data_type"], t["dims"]) for t in config[key]] == [
+            (t["name"], TRITON_TYPES[t["datatype"]], d) for t, d in zip(tensors_meta, dims, strict=True)
+        ]
+    assert config["dynamic_batching"] == {
+        "max_queue_delay_microseconds": round(batching.max_queue_delay_ms * 1000),
+        "priority_levels": batching.priority_levels,
+        "default_priority_level": batching.default_priority_level,
+        "default_queue_policy": {"timeout_action": "REJECT", "default_timeout_microseconds": round(
+            batching.timeout_s * 1e6), "allow_timeout_override": True, "max_queue_size": batching.max_queue_size},
+    }  # fmt: skip
+    assert config["instance_group"] == [{"name": meta["name"], "kind": "KIND_CPU", "count": workers, "gpus": []}]
+    assert config["version_policy"] == {"latest": {"num_versions": 1}}
+    assert config["parameters"]["versions"] == {"string_value": ",".join(meta["versions"])}
+
+
+def test_model_configuration_over_both_protocols_for_every_model(
+    http: thttp.InferenceServerClient, grpc_client: tgrpc.InferenceServerClient
+) -> None:
+    for model in MODELS:
+        for name in (model, model + "_raw"):
+            config, meta = http.get_model_config(name), http.get_model_metadata(name)
+            _check_config(config, meta, Batching())
+            raw = name.endswith("_raw")
+            platform = ("zooserve_pipeline", "") if raw else ("onnxruntime_onnx", "onnxruntime")
+            assert (config["platform"], config["backend"]) == platform
+            # gRPC answers the real ModelConfig message: the same configuration, as tritonclient parses it
+            message = grpc_client.get_model_config(name, meta["versions"][0]).config
+            assert message == json_format.ParseDict(config, model_config_pb2.ModelConfig()), name
+            as_json = grpc_client.get_model_config(name, as_json=True)["config"]
+            assert as_json["max_batch_size"] == config["max_batch_size"] and as_json["name"] == name
+            images = [t for t in config["input"] if t["name"] == "pixel_values"]
+            assert [t.get("format") for t in images] == (["FORMAT_NCHW"] if model in IMAGE_MODELS and not raw else [])
+            labelled = {t["name"] for t in config["output"] if "label_filename" in t}
+            wanted = {"logits"} if not raw and model in (*IMAGE_MODELS, "bert", "lstm_sentiment") else set()
+            assert labelled == wanted and all(
+                t["label_filename"] == "labels.json" for t in config["output"] if t["name"] in labelled
+            ), name
+    for call in (lambda: http.get_model_config("nope"), lambda: grpc_client.get_model_config("nope")):
+        assert "unknown model 'nope'" in error_of(call).message()
+    error = error_of(lambda: http.get_model_config("resnet18", "v9"))
+    assert error.status() == "404" and "has no version 'v9'" in error.message()
+
+
+def test_triton_image_client_reads_the_image_models(
+    http: thttp.InferenceServerClient, grpc_client: tgrpc.InferenceServerClient
+) -> None:
+    """What Triton's image_client.py checks (parse_model): one input of 3 dims after the batch,
+    NCHW, one FP32 output that is a vector, and max_batch_size > 0 for batching."""
+    for model in IMAGE_MODELS:
+        meta, config = http.get_model_metadata(model), grpc_client.get_model_config(model).config
+        assert len(meta["inputs"]) == len(config.input) == len(meta["outputs"]) == 1
+        assert config.max_batch_size > 0 and len(meta["inputs"][0]["shape"]) == 3 + 1
+        assert config.input[0].format == model_config_pb2.ModelInput.FORMAT_NCHW
+        assert meta["outputs"][0]["datatype"] == "FP32" and sum(d > 1 for d in meta["outputs"][0]["shape"][1:]) == 1
+
+
+def _triton_classes(logits: np.ndarray, k: int) -> list[list[bytes]]:
+    """Triton's classification of `logits` rows (server/src/classification.cc), written out here."""
+    out = []
+    for row in logits:
+        order = sorted(range(len(row)), key=lambda i: (-float(row[i]), i))[:k]
+        out.append([f"{float(row[i]):f}:{i}:class_{i}".encode() for i in order])
+    return out
+
+
+def test_classification_over_http_json_binary_and_grpc(
+    http: thttp.InferenceServerClient, grpc_client: tgrpc.InferenceServerClient
+) -> None:
+    pixels = np.random.default_rng(21).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    logits = http.infer("resnet18", http_inputs({"pixel_values": pixels})).as_numpy("logits")
+    expected = _triton_classes(logits, 4)
+    for binary in (False, True):
+        outputs = [thttp.InferRequestedOutput("logits", binary_data=binary, class_count=4)]
+        answer = http.infer("resnet18", http_inputs({"pixel_values": pixels}), outputs=outputs)
+        classes = answer.as_numpy("logits")
+        assert classes.shape == (3, 4) and answer.get_output("logits")["datatype"] == "BYTES"
+        assert [[c if isinstance(c, bytes) else c.encode() for c in row] for row in classes.tolist()] == expected
+    outputs = [tgrpc.InferRequestedOutput("logits", class_count=4)]
+    answer = grpc_client.infer("resnet18", grpc_inputs({"pixel_values": pixels}), outputs=outputs)
+    assert answer.as_numpy("logits").tolist() == expected
+    too_many = [thttp.InferRequestedOutput("logits", class_count=11)]
+    error = error_of(lambda: http.infer("resnet18", http_inputs({"pixel_values": pixels}), outputs=too_many))
+    assert error.status() == "400" and "classification 11 for output 'logits'" in error.message()
+    image = [tgrpc.InferRequestedOutput("image", class_count=2)]
+    latent = grpc_inputs({"latent": np.zeros((1, 100), np.float32)})
+    error = error_of(lambda: grpc_client.infer("gan_generator", latent, outputs=image))
+    assert error.status() == "StatusCode.INVALID_ARGUMENT" and "no class axis" in error.message()
+    labels = [tgrpc.InferRequestedOutput("labels", class_count=1)]
+    item = tgrpc.InferInput("images", [1], "BYTES")
+    item.set_data_from_numpy(np.array([JPEG], dtype=object))
+    error = error_of(lambda: grpc_client.infer("resnet18_raw", [item], outputs=labels))
+    assert error.status() == "StatusCode.INVALID_ARGUMENT" and "classification" in error.message()
+
+
+def _prometheus_figures(text: str, model: str) -> dict[str, float]:
+    """The Prometheus side of a model's statistics, summed over protocols and failure reasons."""
+    return {
+        "rows": metric(text, "zooserve_inference_rows_total", model=model),
+        "batches": metric(text, "zooserve_batch_executions_total", model=model),
+        "success": metric(text, "zooserve_request_success_total", model=model),
+        "fail": metric(text, "zooserve_request_failure_total", model=model),
+        "success_s": metric(text, "zooserve_request_duration_seconds_sum", model=model),
+        "queue_rows": metric(text, "zooserve_queue_wait_seconds_count", model=model),
+        "queue_s": metric(text, "zooserve_queue_wait_seconds_sum", model=model),
+        "compute_s": metric(text, "zooserve_compute_seconds_sum", model=model),
+    }
+
+
+def _stats_figures(stats: dict[str, Any]) -> dict[str, float]:
+    """The same figures from one model version's statistics (Triton's JSON; gRPC's as_json has
+    its uint64 as strings)."""
+    inference = {k: {"count": int(v.get("count", 0)), "ns": int(v.get("ns", 0))} for k, v in
+                 stats["inference_stats"].items()}  # fmt: skip
+    batches = stats.get("batch_stats", [])
+    return {
+        "rows": int(stats.get("inference_count", 0)),
+        "batches": int(stats.get("execution_count", 0)),
+        "success": inference["success"]["count"],
+        "fail": inference["fail"]["count"],
+        "success_s": inference["success"]["ns"] / 1e9,
+        "queue_rows": inference["queue"]["count"],
+        "queue_s": inference["queue"]["ns"] / 1e9,
+        "compute_s": sum(int(b[p].get("ns", 0)) for b in batches for p in ("compute_input", "compute_infer",
+                                                                                 "compute_output")) / 1e9,
+        "batch_rows": sum(int(b["batch_size"]) * int(b["compute_infer"]["count"]) for b in batches),
+    }  # fmt: skip
+
+
+def _assert_same_figures(stats: dict[str, float], metrics: dict[str, float]) -> None:
+    for key in ("rows", "batches", "success", "fail", "queue_rows"):
+        assert stats[key] == metrics[key], (key, stats, metrics)
+    assert stats["batch_rows"] == stats["rows"]
+    for key in ("success_s", "queue_s"):  # the same sums, in ns here and seconds there
+        assert stats[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-5), (key, stats, metrics)
+    assert stats["compute_s"] == pytest.approx(metrics["compute_s"], rel=1e-6, abs=1e-5)  # the phases add up
+
+
+def test_statistics_match_the_metrics_after_known_traffic(
+    small_server: Server, http: thttp.InferenceServerClient, grpc_client: tgrpc.InferenceServerClient
+) -> None:
+    model = "resnet18"
+    before_text = _wait_idle(small_server, model)
+    before = _stats_figures(http.get_inference_statistics(model)["model_stats"][0])
+    started_ms = time.time() * 1000
+    pixels = np.random.default_rng(8).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    for batch in (1, 3, 2):
+        http.infer(model, http_inputs({"pixel_values": pixels[:batch]}))
+        grpc_client.infer(model, grpc_inputs({"pixel_values": pixels[:batch]}))
+    item = thttp.InferInput("images", [2], "BYTES")
+    item.set_data_from_numpy(np.array([JPEG, PNG], dtype=object))
+    http.infer(model + "_raw", [item])  # the `_raw` model shares the batcher: 2 more rows
+    wrong = grpc_inputs({"pixel_values": pixels[:1, :, :100]})
+    assert error_of(lambda: grpc_client.infer(model, wrong)).status() == "StatusCode.INVALID_ARGUMENT"
+    after_text = scrape(small_server)
+    answer = http.get_inference_statistics(model)
+    assert [(s["name"], s["version"]) for s in answer["model_stats"]] == [(model, http.get_model_metadata(model)[
+        "versions"][0])]  # fmt: skip
+    after = _stats_figures(answer["model_stats"][0])
+    stats = {k: after[k] - before[k] for k in after}
+    metrics = {k: v - _prometheus_figures(before_text, model)[k] for k, v in _prometheus_figures(after_text, model)
+               .items()}  # fmt: skip
+    assert (stats["rows"], stats["success"], stats["fail"]) == (14, 7, 1)
+    _assert_same_figures(stats, metrics)
+    assert started_ms <= answer["model_stats"][0]["last_inference"] <= time.time() * 1000
+    # gRPC: the real message, and its JSON form, with the same figures
+    message = grpc_client.get_inference_statistics(model)
+    assert message.model_stats[0].inference_count == after["rows"]
+    assert message.model_stats[0].execution_count == after["batches"]
+    as_json = grpc_client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    assert _stats_figures(as_json) == after
+    # every model, once each, by its zoo name; and Triton's error for an unknown one
+    every = http.get_inference_statistics()
+    assert sorted(s["name"] for s in every["model_stats"]) == sorted(MODELS)
+    assert sorted(s.name for s in grpc_client.get_inference_statistics().model_stats) == sorted(MODELS)
+    for call in (lambda: http.get_inference_statistics("nope"), lambda: grpc_client.get_inference_statistics("nope")):
+        assert "unknown model 'nope'" in error_of(call).message()
+
+
+def test_statistics_sum_both_workers(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """ZOOSERVE_WORKERS=2: each worker counts in its own file; any worker's answer sums both,
+    and matches /metrics (which Prometheus sums over the workers)."""
+    home = own_home(small_store, tmp_path_factory)
+    model = "gan_generator"
+    with running_server(home, {"ZOOSERVE_WORKERS": "2", "ZOOSERVE_MODELS": model}) as server:
+        latent = {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [2, 100], "data": [0.25] * 200}]}
+        tally = None
+        for sent in range(1, 201):  # a new connection each: the kernel hands them to both workers
+            assert http_json(server.url + f"/v2/models/{model}/infer", latent)[0] == 200
+            files = list(server.own_home.glob("prometheus_multiproc_dir/server-*/zooserve-tally/*.db"))
+            counted = [f for f in files if any(v for k, v, *_ in MmapedDict.read_all_values_from_file(str(f))
+                                               if k.endswith('"inference_count"]'))]  # fmt: skip
+            if sent >= 20 and len(counted) == 2:
+                tally = counted
+                break
+        assert tally is not None, "one worker served every request"
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        for _ in range(4):
+            client.infer(model, grpc_inputs({"latent": np.zeros((1, 100), np.float32)}))
+        client.close()
+        metrics = _prometheus_figures(scrape(server), model)
+        assert metrics["rows"] == 2 * sent + 4 and metrics["success"] == sent + 4
+        answers = [http_json(server.url + f"/v2/models/{model}/stats")[1] for _ in range(8)]  # either worker
+        assert all(a == answers[0] for a in answers), answers
+        _assert_same_figures(_stats_figures(answers[0]["model_stats"][0]), metrics)
+        config = http_json(server.url + f"/v2/models/{model}/config")[1]
+        assert config["instance_group"][0]["count"] == 2
+        for path in ("/v2/models/nope/config", f"/v2/models/{model}/versions/..%2Fx/stats",
+                     f"/v2/models/{model}/versions/%2E%2E/stats", "/v2/systemsharedmemory/status"):  # fmt: skip
+            status, answer = http_json(server.url + path)
+            assert 400 <= status < 500 and set(answer) == {"error"}, (path, answer)
+        assert "Traceback" not in server.logs()
+        print(f"\n2 workers, {sent} HTTP + 4 gRPC requests: statistics {_stats_figures(answers[0]['model_stats'][0])}"
+              f"\n  /metrics {metrics}")  # fmt: skip
+
+
 # -- overload and shutdown (own server with a tiny queue) ---------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_queue_server(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Server:
@@ -766,6 +1009,17 @@ def tiny_queue_server(small_store: Path, tmp_path_factory: pytest.TempPathFactor
     home = own_home(small_store, tmp_path_factory)
     with running_server(home, {"ZOOSERVE_MODELS": "resnet18,resnet50"}, config) as server:
         yield server
+
+
+def test_the_configuration_follows_the_servers_batching(tiny_queue_server: Server) -> None:
+    """A model's own batching config shows in its configuration (no template): resnet18's queue of 2."""
+    client = thttp.InferenceServerClient(f"127.0.0.1:{tiny_queue_server.port}")
+    try:
+        tiny = Batching(max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0)
+        for model, batching in (("resnet18", tiny), ("resnet50", Batching())):
+            _check_config(client.get_model_config(model), client.get_model_metadata(model), batching)
+    finally:
+        client.close()
 
 
 def test_overload_is_429_with_retry_after_and_resource_exhausted(tiny_queue_server: Server) -> None:

@@ -33,6 +33,7 @@ ExporterKind = Literal["dynamo", "torchscript"]
 
 BATCH = "batch"
 SEQUENCE = "sequence"
+LABELS_FILE = "labels.json"  # an artifact's class names, a JSON list (what `write_assets` writes)
 
 
 class BadInput(ValueError):
@@ -239,6 +240,15 @@ class Processor(ABC):
     def sample(self, count: int) -> list[Any]:
         """`count` random items, for tasks that sample (generate with `count`)."""
         raise BadInput("this model does not sample random inputs")
+
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        """The class names along each classifying output's last axis (`logits` -> categories):
+        what Triton's classification extension and `label_filename` report."""
+        return {}
+
+    def input_formats(self) -> Mapping[str, str]:
+        """The layout of each image input, "NCHW" or "NHWC" (Triton's input `format`)."""
+        return {}
 
 
 ConfigT = TypeVar("ConfigT")

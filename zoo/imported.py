@@ -122,6 +122,12 @@ class ImportedImageProcessor(ImageProcessor):
             return Classification.from_logits(scores, self.labels)
         return Classification(self.labels, scores.astype(np.float64))
 
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        return {self.result: self.labels}
+
+    def input_formats(self) -> Mapping[str, str]:
+        return {self.input.name: self.image.layout}
+
 
 class ImportedTextProcessor(Processor):
     """tokenizer.json ids (and mask, type ids) under the graph's names; logits or embeddings out."""
@@ -148,6 +154,9 @@ class ImportedTextProcessor(Processor):
         if task == "sentiment":
             return Sentiment.from_logits(row[self.result], self.labels)
         return Embedding(row[self.result].astype(np.float32, copy=False))
+
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        return {self.result: self.labels} if self.labels else {}
 
 
 class RenamedProcessor(Processor):

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from zoo.api import BadInput
+from zoo.api import LABELS_FILE, BadInput
 
 MAX_TEXT_CHARS = 100_000
 TOKENIZER_FILE = "tokenizer.json"
-LABELS_FILE = "labels.json"
 VOCAB_FILE = "vocab.json"
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, as in bert-base-uncased
 SPECIAL_NAMES = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from zoo.api import (
     BATCH,
     DEFAULT_LIMITS,
+    LABELS_FILE,
     BadInput,
     ExportSpec,
     InputLimits,
@@ -137,6 +138,12 @@ class ImageProcessor(Processor):
     def postprocess(self, row: Row, task: Task) -> Classification:
         return Classification.from_logits(row["logits"], self.labels)
 
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        return {"logits": self.labels}
+
+    def input_formats(self) -> Mapping[str, str]:
+        return {"pixel_values": "NCHW"}  # the preset's channels-first pixels
+
 
 @dataclass(frozen=True)
 class ImageClassifierConfig:
@@ -217,10 +224,10 @@ class ImageClassifier(Plugin[ImageClassifierConfig]):
         return tuple(f"class_{i}" for i in range(self.config.num_classes))
 
     def write_assets(self, dest: Path) -> None:
-        (dest / "labels.json").write_text(json.dumps(list(self.labels())))
+        (dest / LABELS_FILE).write_text(json.dumps(list(self.labels())))
 
     def processor(self, assets: Path, limits: InputLimits = DEFAULT_LIMITS) -> Processor:
-        labels = tuple(json.loads((assets / "labels.json").read_text()))
+        labels = tuple(json.loads((assets / LABELS_FILE).read_text()))
         return ImageProcessor(self.config.preset, labels, limits)
 
     def example_items(self) -> list[Any]:

@@ -8,7 +8,8 @@ module rewrites it into what the server really does:
   body, the multipart form with images as binary files, the 200 answer's schema (generate:
   JSON or a PNG grid) and the error answers (`{"error", "field"}`, the one error table's codes);
 - KServe v2 request and answer bodies, with the binary tensor data extension (the JSON header,
-  then raw tensors, its length in `Inference-Header-Content-Length`);
+  then raw tensors, its length in `Inference-Header-Content-Length`), and Triton's model
+  configuration, statistics and classification extensions;
 - 400 where the server answers 400, never FastAPI's 422 `HTTPValidationError`, which the
   handlers never produce (they read their own bodies).
 """
@@ -71,8 +72,11 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "inputs": {"type": "array", "items": {"$ref": REF + "V2Tensor"}},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
                 "name": {"type": "string"},
-                "parameters": {"type": "object", "additionalProperties": True,
-                               "properties": {"binary_data": {"type": "boolean"}}}}}},
+                "parameters": {"type": "object", "additionalProperties": True, "properties": {
+                    "binary_data": {"type": "boolean"},
+                    "classification": {"type": "integer", "minimum": 1, "description": "Triton's classification "
+                                       "extension: the output comes back as BYTES [batch, k], each "
+                                       "\"<value>:<index>[:<label>]\", highest first"}}}}}},
         },
         "required": ["inputs"],
     },
@@ -105,6 +109,39 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
         "ready": {"type": "boolean"},
         "models": {"type": "object", "additionalProperties": True, "description": "per model: version, state, error"}},
         "required": ["ready"]},
+}
+_DURATION = {"type": "object", "properties": {"count": {"type": "integer"}, "ns": {"type": "integer"}}}
+_TRITON_SCHEMAS: dict[str, Any] = {
+    "V2ModelConfig": {"type": "object", "additionalProperties": True, "description": "Triton's ModelConfig "
+                      "(model_config.proto) as JSON, built from what the server runs", "properties": {
+        "name": {"type": "string"}, "platform": {"type": "string"}, "backend": {"type": "string"},
+        "max_batch_size": {"type": "integer", "description": "rows per batch of the model's batcher"},
+        "input": {"type": "array", "items": {"type": "object", "additionalProperties": True, "properties": {
+            "name": {"type": "string"}, "data_type": {"type": "string", "example": "TYPE_FP32"},
+            "dims": {"type": "array", "items": {"type": "integer"}, "description": "without the batch axis; "
+                     "-1: dynamic"},
+            "format": {"type": "string", "enum": ["FORMAT_NCHW", "FORMAT_NHWC"]}}}},
+        "output": {"type": "array", "items": {"type": "object", "additionalProperties": True, "properties": {
+            "name": {"type": "string"}, "data_type": {"type": "string"},
+            "dims": {"type": "array", "items": {"type": "integer"}}, "label_filename": {"type": "string"}}}},
+        "dynamic_batching": {"type": "object", "additionalProperties": True},
+        "version_policy": {"type": "object", "additionalProperties": True},
+        "instance_group": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        "parameters": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {"string_value": {"type": "string"}}}}}},
+    "V2ModelStatistics": {"type": "object", "description": "Triton's statistics extension, summed over the "
+                          "workers", "properties": {"model_stats": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "last_inference": {"type": "integer", "description": "ms since the epoch"},
+            "inference_count": {"type": "integer", "description": "rows inferred"},
+            "execution_count": {"type": "integer", "description": "batches run"},
+            "inference_stats": {"type": "object", "additionalProperties": _DURATION, "description": "success, "
+                                "fail, queue, compute_input, compute_infer, compute_output, cache_hit, cache_miss"},
+            "batch_stats": {"type": "array", "items": {"type": "object", "properties": {
+                "batch_size": {"type": "integer"}, "compute_input": _DURATION, "compute_infer": _DURATION,
+                "compute_output": _DURATION}}},
+            "response_stats": {"type": "object"}, "memory_usage": {"type": "array", "items": {}}}}}}},
 }
 _REPOSITORY_SCHEMAS: dict[str, Any] = {
     "V2RepositoryIndexRequest": {"type": "object", "properties": {"ready": {
@@ -184,6 +221,12 @@ def _v2_operation(path: str, operation: dict[str, Any]) -> None:
         responses = _ok({**_json(_ref("V2InferenceResponse")), BINARY: binary}, "the outputs (binary ones after "
                         "the JSON header, whose length is in the Inference-Header-Content-Length answer header)")
         responses.update(_errors())
+    elif path.endswith("/config"):
+        responses = {**_ok(_json(_ref("V2ModelConfig"))), **_errors(("404", "503"))}
+    elif path.endswith("/stats"):
+        responses = _ok(_json(_ref("V2ModelStatistics")))
+        if path != "/v2/models/stats":  # every model's: nothing to get wrong
+            responses.update(_errors(("404", "503")))
     elif path.endswith("/ready"):
         ready = _json(_ref("V2Ready"))
         responses = {**_ok(ready), "503": {"description": "not ready", "content": ready}}
@@ -223,7 +266,8 @@ def document(bentoml_doc: dict[str, Any]) -> dict[str, Any]:
     doc["info"] = {"title": "zooserve", "version": server_version(), "description": DESCRIPTION}
     doc["tags"] = [
         {"name": TASK_TAG, "description": "Task endpoints; BentoML's clients call them by name"},
-        {"name": V2_TAG, "description": "KServe v2 over HTTP, with the binary tensor data extension"},
+        {"name": V2_TAG, "description": "KServe v2 over HTTP, with the binary tensor data extension and Triton's "
+         "model configuration, statistics and classification extensions"},
         {"name": INFRA_TAG, "description": "Health and metrics"},
     ]
     paths = doc.setdefault("paths", {})
@@ -241,6 +285,7 @@ def document(bentoml_doc: dict[str, Any]) -> dict[str, Any]:
         schemas.pop(name, None)  # BentoML's and FastAPI's, for answers zooserve never gives
     schemas.update(_SCHEMAS)
     schemas.update(_REPOSITORY_SCHEMAS)
+    schemas.update(_TRITON_SCHEMAS)
     for codec in TASKS.values():
         for model in (codec.request_doc, codec.response_doc):
             schema = model.model_json_schema(ref_template=REF + "{model}")

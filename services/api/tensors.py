@@ -83,6 +83,19 @@ def numpy_dtype(datatype: str, name: str) -> np.dtype[Any]:
         raise TensorError(f"tensor '{name}': unsupported datatype {clip(datatype)!r}; supported: {known}") from None
 
 
+SHARED_MEMORY = "shared_memory_region"
+
+
+def check_not_shared(parameters: Mapping[str, Any], name: str) -> None:
+    """A tensor placed in shared memory (Triton's shared-memory extensions) is refused, naming
+    the extension: zooserve reads tensors from the request only."""
+    if SHARED_MEMORY in parameters:
+        raise TensorError(
+            f"tensor '{clip(name)}': parameter '{SHARED_MEMORY}' asks for Triton's shared memory extension, which "
+            "zooserve does not serve; send the data in the request"
+        )
+
+
 def check_shape(shape: Sequence[Any], name: str) -> tuple[int, ...]:
     name = clip(name)  # a client's name, as messages repeat it
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):

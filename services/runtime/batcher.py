@@ -33,10 +33,31 @@ from dataclasses import dataclass
 from services import tracing
 from services.config import Batching
 from services.errors import BadRequest, DeadlineExceeded, Overloaded, Unavailable
-from services.metrics import ModelMetrics
+from services.metrics import ModelMetrics, Phases
 from zoo.api import Row
 
-RunBatch = Callable[[list[Row]], list[Row]]
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """A batch's outputs, one per row, and where its compute time went."""
+
+    outputs: list[Row]
+    phases: Phases
+    began: float | None = None  # perf_counter() when the batch's thread took it up
+
+    def within(self, started: float, elapsed: float) -> Phases:
+        """The phases stretched over the batch's whole `elapsed` time from `started`: the thread
+        hand-off before the run counts as preparing its input, the one after as its output."""
+        if self.began is None:
+            return self.phases
+        before = max(0.0, self.began - started)
+        p = self.phases
+        after = max(0.0, elapsed - before - p.input_s - p.infer_s - p.output_s)
+        return Phases(p.input_s + before, p.infer_s, p.output_s + after)
+
+
+# A batch's rows to their outputs: as a `Computed`, or a plain list (all of it counted as the run).
+RunBatch = Callable[[list[Row]], list[Row] | Computed]
 
 
 @dataclass(slots=True)
@@ -188,8 +209,7 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
-            for item in batch:
-                self.metrics.queue_wait.observe(started - item.enqueued)
+            self.metrics.queued([started - item.enqueued for item in batch])
             traced = (
                 tracing.batch(self.name, [(p.trace, p.arrived_ns) for p in batch], tracing.now_ns())
                 if tracing.ON
@@ -197,7 +217,7 @@ class Batcher:
             )
             with traced:
                 try:
-                    outputs = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
+                    result = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
                 except Exception as exc:  # only this batch's requests fail
                     for item in batch:
                         if not item.future.done():
@@ -205,10 +225,8 @@ class Batcher:
                     continue
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
-            self.metrics.compute.observe(elapsed)
-            self.metrics.batches.inc()
-            self.metrics.batch_size.observe(len(batch))
-            self.metrics.rows.inc(len(batch))
-            for item, output in zip(batch, outputs, strict=True):
+            computed = result if isinstance(result, Computed) else Computed(result, Phases(infer_s=elapsed))
+            self.metrics.executed(len(batch), elapsed, computed.within(started, elapsed))
+            for item, output in zip(batch, computed.outputs, strict=True):
                 if not item.future.done():
                     item.future.set_result(output)

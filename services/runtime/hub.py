@@ -67,10 +67,11 @@ class Observed:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         series = self.runtime.requests if self.runtime is not None else self.hub.unresolved
         reason = None if exc is None else kind_of(exc).reason
+        seconds = time.perf_counter() - self.started
         if reason is None:
-            series.succeeded(self.protocol, time.perf_counter() - self.started)
+            series.succeeded(self.protocol, seconds)
         else:
-            series.failed(self.protocol, reason)
+            series.failed(self.protocol, reason, seconds)
         if self._runtime is not None:
             self._runtime.holds -= 1
         if self.span is not None:

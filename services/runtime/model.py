@@ -24,8 +24,8 @@ from typing import Any
 from services import tracing
 from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable, clip, for_log
-from services.metrics import ModelMetrics, RequestMetrics
-from services.runtime.batcher import Batcher
+from services.metrics import ModelMetrics, Phases, RequestMetrics
+from services.runtime.batcher import Batcher, Computed
 from services.runtime.loading import Loader, Parts, release_memory
 from zoo import backends
 from zoo.api import BadInput, Processor, Row, Task, collate, split
@@ -141,7 +141,7 @@ class ModelRuntime:
         parts = self._parts()
         rows = await asyncio.to_thread(self._example_rows)
         for size in (1, min(len(rows), self.config.max_batch_size)):
-            outputs = await asyncio.to_thread(self._run_batch, rows[:size])
+            outputs = (await asyncio.to_thread(self._run_batch, rows[:size])).outputs
             for row in outputs if self.tasks else ():  # a model of no task: tensors only
                 parts.processor.postprocess(row, self.tasks[0])
 
@@ -274,9 +274,17 @@ class ModelRuntime:
                 raise ItemError(index, str(exc)) from None
         return rows
 
-    def _run_batch(self, rows: list[Row]) -> list[Row]:
+    def _run_batch(self, rows: list[Row]) -> Computed:
+        """The batch through the runner, timed per phase (Triton's compute_input/infer/output)."""
         parts = self._parts()
-        return split(parts.runner.run(collate(rows, parts.spec)), len(rows))
+        started = time.perf_counter()
+        feeds = collate(rows, parts.spec)
+        collated = time.perf_counter()
+        arrays = parts.runner.run(feeds)
+        ran = time.perf_counter()
+        outputs = split(arrays, len(rows))
+        phases = Phases(collated - started, ran - collated, time.perf_counter() - ran)
+        return Computed(outputs, phases, began=started)
 
     def check_ready(self) -> None:
         if not self.status.ready:

@@ -117,6 +117,9 @@ class BertProcessor(Processor):
             return Embedding(row["embeddings"])
         raise ValueError(f"bert does not serve the task {task!r}")
 
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        return {"logits": self.labels}
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:

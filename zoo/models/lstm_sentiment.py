@@ -85,6 +85,9 @@ class LstmProcessor(Processor):
             raise ValueError(f"lstm_sentiment does not serve the task {task!r}")
         return Sentiment.from_logits(row["logits"], self.labels)
 
+    def class_labels(self) -> Mapping[str, tuple[str, ...]]:
+        return {"logits": self.labels}
+
 
 def weights_file(folder: Path) -> Path:
     """The state-dict file of a checkpoint folder."""

@@ -4,6 +4,10 @@ The generated `add_GRPCInferenceServiceServicer_to_server` parses requests in gr
 which answers a malformed message (garbage bytes, a truncated field, invalid UTF-8 in a
 string) with UNKNOWN, a server-side status.  These handlers parse in our code instead and
 answer INVALID_ARGUMENT naming the problem, counted as bad input.
+
+Triton's methods of the extensions zooserve leaves out (streaming, shared memory, trace and
+log settings) answer UNIMPLEMENTED naming the extension, rather than gRPC's bare "Method not
+found!".
 """
 
 from __future__ import annotations
@@ -18,6 +22,19 @@ from services.api.proto import open_inference_grpc_pb2 as pb2
 from services.errors import BAD_INPUT, clip
 
 SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+# Triton's methods that zooserve does not serve, and the extension each belongs to
+UNSERVED = {
+    "ModelStreamInfer": "decoupled streaming (ModelStreamInfer)",
+    "SystemSharedMemoryStatus": "system shared memory",
+    "SystemSharedMemoryRegister": "system shared memory",
+    "SystemSharedMemoryUnregister": "system shared memory",
+    "CudaSharedMemoryStatus": "CUDA shared memory",
+    "CudaSharedMemoryRegister": "CUDA shared memory",
+    "CudaSharedMemoryUnregister": "CUDA shared memory",
+    "TraceSetting": "trace",
+    "LogSettings": "logging",
+}
+STREAMING = frozenset({"ModelStreamInfer"})  # a bidirectional stream in Triton's service
 
 
 class Malformed:
@@ -52,6 +69,23 @@ def _guarded(
     return handle
 
 
+class Unserved(grpc.GenericRpcHandler):
+    """UNIMPLEMENTED, naming the extension, for Triton's methods that zooserve leaves out."""
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        service, _, method = str(details.method).lstrip("/").partition("/")  # type: ignore[attr-defined]
+        if service != SERVICE.full_name or method not in UNSERVED:
+            return None  # gRPC's own UNIMPLEMENTED
+        message = f"{method}: zooserve does not serve Triton's {UNSERVED[method]} extension"
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+        if method in STREAMING:
+            return grpc.stream_stream_rpc_method_handler(refuse)
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 def add_servicer(servicer: Any, server: grpc.aio.Server, on_malformed: Callable[[str], None]) -> None:
     """Register every method of the v2 service (all unary) of `servicer` on `server`."""
     handlers = {}
@@ -63,4 +97,4 @@ def add_servicer(servicer: Any, server: grpc.aio.Server, on_malformed: Callable[
             request_deserializer=_parser(request_class),
             response_serializer=response_class.SerializeToString,
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers), Unserved()))

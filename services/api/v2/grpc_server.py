@@ -14,7 +14,10 @@ unless ZOOSERVE_GRPC_HOST says otherwise; TLS with ZOOSERVE_TLS_CERT/_KEY; beare
 (services/auth.py) by an interceptor; reflection unless ZOOSERVE_GRPC_REFLECTION=0.
 
 Inputs come in `raw_input_contents` (what tritonclient sends) or typed `contents`; outputs
-always go in `raw_output_contents`, the only place tritonclient reads them from.  Status
+always go in `raw_output_contents`, the only place tritonclient reads them from.  Triton's
+ModelConfig and ModelStatistics answer the real protobuf messages (services/api/v2/configuration.py,
+statistics.py); its streaming, shared-memory, trace and log methods answer UNIMPLEMENTED
+naming the extension (grpc_handlers.py).  Status
 codes come from the one error table (services/errors.py): INVALID_ARGUMENT (bad input),
 NOT_FOUND (unknown model or version), UNAVAILABLE (not ready, shutting down),
 RESOURCE_EXHAUSTED (queue full, with `retry-after` trailing metadata; also gRPC's own answer
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -45,6 +49,7 @@ from services.api.tensors import (
     InferTensor,
     RequestedOutput,
     TensorError,
+    check_not_shared,
     check_shape,
     from_contents,
     from_raw,
@@ -52,7 +57,7 @@ from services.api.tensors import (
     parameters_from_proto,
     to_raw,
 )
-from services.api.v2 import catalog, models
+from services.api.v2 import catalog, configuration, models, statistics
 from services.api.v2.grpc_handlers import add_servicer
 from services.api.v2.grpc_port import PortClaim, PortHeld
 from services.api.v2.repository import OFF, GrpcRepository
@@ -86,6 +91,8 @@ def _set_parameter(target: Any, value: Any) -> None:
 
 
 def decode_request(request: pb2.ModelInferRequest) -> InferRequest:
+    for tensor in (*request.inputs, *request.outputs):
+        check_not_shared(tensor.parameters, tensor.name)
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise TensorError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; give one per input")
@@ -160,6 +167,23 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensors(**t) for t in meta["outputs"]],
             properties={k: str(v) for k, v in meta["parameters"].items()},
         )
+
+    # -- Triton's model configuration and statistics extensions -----------------------------------------
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelConfigResponse:
+        try:
+            config = configuration.config_of(self.hub, request.name, request.version or None)
+        except ServeError as exc:
+            await _abort(context, exc)
+            raise
+        return pb2.ModelConfigResponse(config=json_format.ParseDict(config, pb2.ModelConfig()))
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelStatisticsResponse:
+        try:
+            answer = statistics.statistics(self.hub, request.name, request.version)
+        except ServeError as exc:
+            await _abort(context, exc)
+            raise
+        return json_format.ParseDict(answer, pb2.ModelStatisticsResponse())
 
     # -- the model repository extension (services/api/v2/repository.py) -------------------------------
     async def _repository(self, context: grpc.aio.ServicerContext, call: str, request: Any) -> Any:

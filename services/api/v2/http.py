@@ -7,6 +7,10 @@ followed by binary tensors when `Inference-Header-Content-Length` gives the JSON
 Every error is `{"error": "..."}` with the status of the one error table (services/errors.py):
 400/404/413/415/429/503/504, 429 and 503 with Retry-After.
 
+Triton's model configuration (`/config`) and statistics (`/stats`) extensions answer beside the
+metadata (services/api/v2/configuration.py, statistics.py); the routes of the Triton extensions
+that zooserve leaves out (shared memory, trace, logging, generate) answer 400 naming them.
+
     curl localhost:3000/v2/models/gan_generator
     curl -d '{"inputs":[{"name":"latent","datatype":"FP32","shape":[1,100],"data":[...100 numbers...]}]}' \\
         localhost:3000/v2/models/gan_generator/infer
@@ -32,6 +36,7 @@ from services.api.tensors import (
     InferTensor,
     RequestedOutput,
     TensorError,
+    check_not_shared,
     check_shape,
     from_json,
     from_raw,
@@ -39,7 +44,7 @@ from services.api.tensors import (
     to_json,
     to_raw,
 )
-from services.api.v2 import catalog, models
+from services.api.v2 import catalog, configuration, models, statistics
 from services.auth import is_trusted
 from services.errors import BadRequest, NotFound, ServeError, clip, retry_after_header
 from services.runtime.hub import Hub
@@ -72,6 +77,30 @@ def create_router(hub: Hub) -> APIRouter:
     async def ready() -> JSONResponse:
         ok = hub.ready
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    # before /v2/models/{name}, which would take "stats" for a model's name
+    @router.get("/v2/models/stats", summary="Statistics of every model (Triton's statistics extension)")
+    async def every_statistics() -> Response:
+        try:
+            return JSONResponse(statistics.statistics(hub))
+        except ServeError as exc:
+            return error_response(exc)
+
+    @router.get("/v2/models/{name}/stats", summary="Statistics of every loaded version of a model")
+    @router.get("/v2/models/{name}/versions/{version}/stats", summary="Statistics of one version")
+    async def model_statistics(name: str, version: str | None = None) -> Response:
+        try:
+            return JSONResponse(statistics.statistics(hub, name, version or ""))
+        except ServeError as exc:
+            return error_response(exc)
+
+    @router.get("/v2/models/{name}/config", summary="Model configuration (Triton's model configuration extension)")
+    @router.get("/v2/models/{name}/versions/{version}/config", summary="Model configuration of one version")
+    async def model_configuration(name: str, version: str | None = None) -> Response:
+        try:
+            return JSONResponse(configuration.config_of(hub, name, version))
+        except ServeError as exc:
+            return error_response(exc)
 
     @router.get("/v2/models/{name}", summary="Model metadata")
     @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
@@ -123,10 +152,41 @@ def create_router(hub: Hub) -> APIRouter:
 
     @router.api_route("/v2/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def unknown_route(request: Request, rest: str) -> Response:
-        """Anything else under /v2 (the repository, statistics and shared-memory extensions are not served)."""
-        return error_response(NotFound(f"no v2 endpoint {request.method} {clip(request.url.path)}"))
+        """Anything else under /v2: Triton's extensions that are not served (400 naming the
+        extension), or no route at all (404)."""
+        where = f"{request.method} {clip(request.url.path)}"
+        extension = unserved_extension(request.url.path)
+        if extension is not None:
+            served = ", ".join(models.server_metadata(hub)["extensions"])
+            return error_response(
+                BadRequest(f"{where}: zooserve does not serve Triton's {extension} extension; it serves {served}")
+            )
+        return error_response(NotFound(f"no v2 endpoint {where}"))
 
     return router
+
+
+# Triton's HTTP routes of the extensions zooserve leaves out, by their first distinct segment
+UNSERVED = {
+    "systemsharedmemory": "system shared memory",
+    "cudasharedmemory": "CUDA shared memory",
+    "trace": "trace",
+    "logging": "logging",
+    "generate": "generate",
+    "generate_stream": "generate (decoupled streaming)",
+}
+
+
+def unserved_extension(path: str) -> str | None:
+    """The Triton extension a /v2 path belongs to, where zooserve does not serve it."""
+    parts = path.strip("/").split("/")
+    if len(parts) > 1 and parts[1] in UNSERVED:  # /v2/systemsharedmemory/..., /v2/trace/setting
+        return UNSERVED[parts[1]]
+    if len(parts) > 3 and parts[1] == "models" and parts[-1] in UNSERVED:  # /v2/models/m[/versions/v]/generate
+        return UNSERVED[parts[-1]]
+    if len(parts) > 4 and parts[1] == "models" and parts[-2] == "trace":  # /v2/models/m/trace/setting
+        return UNSERVED["trace"]
+    return None
 
 
 def decode_request(
@@ -177,6 +237,7 @@ def _decode_document(
         numpy_dtype(datatype, tensor_name)
         shape = check_shape(item.get("shape"), tensor_name)
         params = _parameters(item.get("parameters"), f"tensor '{shown}'")
+        check_not_shared(params, tensor_name)
         size = params.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -209,6 +270,7 @@ def _decode_document(
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise TensorError(f"outputs[{i}] must be an object with a 'name'")
             params = _parameters(item.get("parameters"), f"output '{clip(item['name'])}'")
+            check_not_shared(params, item["name"])
             if "binary_data" in params:
                 binary_outputs[item["name"]] = params["binary_data"] is True
             outputs.append(RequestedOutput(item["name"], params))

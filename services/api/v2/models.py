@@ -19,7 +19,9 @@ Every model of a worker's hub is served under two v2 names:
 Versions are the model-store versions of the loaded artifacts; the metadata carries the
 artifact's parity figures (max error against eager torch) as `parameters` (HTTP) and
 `properties` (gRPC).  Request parameter `timeout` (microseconds, as tritonclient sends it)
-bounds the time in the server.
+bounds the time in the server.  An output of `<name>` may ask for Triton's classification
+extension (services/api/v2/classification.py); Triton's sequence and shared-memory extensions
+are refused naming them (400 / INVALID_ARGUMENT; their gRPC methods answer UNIMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ from typing import Any
 import numpy as np
 
 from services.api.tensors import InferRequest, InferResponse, InferTensor, OutputTensor, TensorMeta, datatype_of
+from services.api.v2 import classification
 from services.errors import BadRequest, NotFound, ServeError, clip
 from services.runtime.hub import Hub
 from services.runtime.model import ModelRuntime
 from zoo.api import SEQUENCE, ExportSpec
 
 SERVER_NAME = "zooserve"
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
 RAW_SUFFIX = "_raw"
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")  # Triton's sequence extension
 
 
 def server_version() -> str:
@@ -116,6 +120,14 @@ class V2Model:
         props["tasks"] = ",".join(self.runtime.tasks)
         return props
 
+    def class_labels(self) -> dict[str, tuple[str, ...]]:
+        """The class names along each classifying output's last axis (none by default)."""
+        return {}
+
+    def input_formats(self) -> dict[str, str]:
+        """The layout of each image input, "NCHW" or "NHWC" (none by default)."""
+        return {}
+
     def metadata(self) -> dict[str, Any]:
         if self.runtime.parts is None:
             raise self.runtime.not_ready()
@@ -137,6 +149,13 @@ class V2Model:
         `priority` parameters (checked here and by the batcher: 400 naming the parameter)."""
         self.runtime.check_ready()
         self.check_version(request.model_version)
+        for key in SEQUENCE_PARAMETERS:  # tritonclient sends them only for a sequence (id != 0)
+            if request.parameters.get(key) not in (None, 0, "", False):
+                raise BadRequest(
+                    f"parameter '{key}' asks for Triton's sequence extension (stateful models), which zooserve does "
+                    "not serve: its models are stateless; send each request on its own",
+                    key,
+                )
         priority = request.parameters.get("priority", 0)
         self.runtime.check_priority(priority)
         timeout = request.parameters.get("timeout")
@@ -187,8 +206,6 @@ class V2Model:
                 )
             if output.name in (c.name for c in chosen):
                 raise BadRequest(f"output '{clip(output.name)}' is requested twice")
-            if "classification" in output.parameters:
-                raise BadRequest("the classification extension is not supported; use the `_raw` model")
             chosen.append(by_name[output.name])
         return chosen
 
@@ -273,10 +290,24 @@ class TensorModel(V2Model):
         axes = self._axes(given)
         self._check_values(given)
         selected = self._selected(request, self.outputs())
+        classes = classification.requested_counts(self.name, request.outputs, selected)  # checked before any work
         batch = next(iter(given.values())).shape[0]
         rows = [{name: tensor.data[i] for name, tensor in given.items()} for i in range(batch)]
         results = await self.runtime.infer_rows(rows, timeout, priority)
-        return self.response(request, [self._stack(meta, results, axes) for meta in selected])
+        outputs = [self._stack(meta, results, axes) for meta in selected]
+        if classes:
+            outputs = classification.apply(outputs, classes, self.class_labels())
+        return self.response(request, outputs)
+
+    def class_labels(self) -> dict[str, tuple[str, ...]]:
+        """From the artifact: its processor's labels."""
+        parts = self.runtime.parts
+        return dict(parts.processor.class_labels()) if parts is not None else {}
+
+    def input_formats(self) -> dict[str, str]:
+        """From the artifact: its processor's layouts."""
+        parts = self.runtime.parts
+        return dict(parts.processor.input_formats()) if parts is not None else {}
 
     def _stack(self, meta: TensorMeta, rows: list[dict[str, np.ndarray]], axes: dict[str, int]) -> OutputTensor:
         spec = self.spec.output(meta.name)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from services.api.codecs import check_count
 from services.api.tasks import TASKS, TaskCodec, decode_items
 from services.api.tensors import InferRequest, InferResponse, TensorMeta
+from services.api.v2 import classification
 from services.api.v2.models import V2Model
 from services.errors import BadRequest, ItemError, clip
 
@@ -82,6 +83,13 @@ class RawModel(V2Model):
         codec = self._codec(request)
         tensor = self._inputs_by_name(request)[codec.v2_input.name]
         selected = self._selected(request, codec.v2_outputs)
+        for output in request.outputs or ():
+            if classification.PARAMETER in output.parameters:  # its outputs are results, not class axes
+                raise BadRequest(
+                    f"{classification.PARAMETER} applies to the tensors of model '{self.runtime.name}'; the outputs "
+                    f"of '{self.name}' are task results already (ask for `top_k` instead)",
+                    classification.PARAMETER,
+                )
         check_count(tensor.shape[0], f"input '{tensor.name}'", self.runtime.settings.limits)
         values = tensor.data.ravel().tolist()
         if tensor.json and tensor.datatype == "BYTES":  # JSON strings: text, or base64 for binary items
