@@ -116,7 +116,7 @@ def v2_binary(tensors: Sequence[tuple[str, np.ndarray]], outputs: Iterable[str])
 
 def grpc_request(model: str, tensors: Sequence[tuple[str, np.ndarray]]) -> Any:
     """A `ModelInferRequest` with raw input contents (the services' own generated messages)."""
-    from services.api.proto import open_inference_grpc_pb2 as pb
+    from services.api.proto import messages as pb
 
     request = pb.ModelInferRequest(model_name=model)
     for name, array in tensors:

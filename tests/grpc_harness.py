@@ -2,8 +2,8 @@
 fake runner of tests/fakes.py, on a free loopback port, in an event loop of its own thread.
 
 No `bentoml serve`, no model store: it starts in well under a second, so a gRPC fix is tested in
-seconds.  The client side is zooserve's own generated stubs (services/api/proto): a module that
-uses this harness must not import tritonclient.grpc (both register `inference.*` messages).
+seconds.  The client side is zooserve's own stub (services/api/proto/messages.py, a descriptor pool
+of its own: tritonclient's clients work beside it too).
 
     with GrpcHarness() as server:
         server.stub.ServerLive(pb2.ServerLiveRequest())
@@ -21,8 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.api.proto import open_inference_grpc_pb2 as pb2
-from services.api.proto import open_inference_grpc_pb2_grpc as pb2_grpc
+from services.api.proto import messages as pb2
 from services.api.v2.grpc_server import GrpcServer
 from services.auth import TokenStore
 from services.config import Batching, Settings
@@ -98,9 +97,9 @@ class GrpcHarness:
         self.loop.close()
 
     @property
-    def stub(self) -> pb2_grpc.GRPCInferenceServiceStub:
+    def stub(self) -> pb2.Stub:
         assert self.channel is not None
-        return pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        return pb2.Stub(self.channel)
 
     def raw_call(self, method: str, payload: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         """Send `payload` bytes as the request of `method` (malformed messages), answer parsed."""

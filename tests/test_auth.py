@@ -2,8 +2,7 @@
 protocols, and the Helm chart's Secret, ServiceMonitor and probes.
 
 Requests here set their headers themselves (`call`), never from this process's environment, so
-a request "without a token" really has none.  Never import services.api.proto here (tritonclient's
-protobuf names clash with it); services.auth imports only grpc.
+a request "without a token" really has none.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the workers of one server still share the port.  gRPC listens on the HTTP server
 ZOOSERVE_GRPC_HOST says otherwise; reflection follows ZOOSERVE_GRPC_REFLECTION.
 
 Only loopback addresses are used (127.0.0.2 is loopback too, and lets a test tell "follows the
-HTTP host" from "binds 127.0.0.1 by default").  Never import services.api.proto here.
+HTTP host" from "binds 127.0.0.1 by default").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Status codes from the one error table, malformed messages, raw and typed tensor 
 `_raw` models, overload with `retry-after`, the client's deadline, the repository methods and the
 token interceptor, each against the real `GrpcServer`, hub and batcher over the fake runner.  The
 real-server tests (tests/test_v2.py, test_attacks.py, test_auth.py, test_grpc_binding.py) prove
-the wiring: ports, workers, TLS, tritonclient.  Never import tritonclient.grpc here.
+the wiring: ports, workers, TLS, tritonclient.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 
 import zoo
 from services.api import tasks
-from services.api.proto import open_inference_grpc_pb2 as pb2
+from services.api.proto import messages as pb2
 from services.auth import TokenStore
 from tests.fakes import COUNT, RUNNER, WordCounter
 from tests.grpc_harness import MODEL, GrpcHarness, with_batching

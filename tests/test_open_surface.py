@@ -3,7 +3,6 @@ request values in answers and logs, and what open routes say to a caller without
 
 One real `bentoml serve` with an inference token, an admin token and the repository API, shared by
 every test here.  Requests set their headers themselves, never from this process's environment.
-Never import services.api.proto here (tritonclient's protobuf names clash with it).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY, generate_latest
 import zoo
 from loadtests import scrape
 from services.api import tasks
-from services.api.proto import open_inference_grpc_pb2 as pb2
+from services.api.proto import messages as pb2
 from tests.fakes import COUNT, WordCounter
 from tests.grpc_harness import MODEL, GrpcHarness, with_batching
 

@@ -6,7 +6,7 @@ stubs), so the two protocols are compared on the same figures.  The real-server 
 (tests/test_v2.py, test_import.py) run tritonclient and image-model classification; here are
 the batcher's figures against the configuration, the statistics against the Prometheus
 series, the tally summed across workers' files, the classification order, and every bad
-input.  Never import tritonclient.grpc here.
+input.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 import zoo
 from services.api import tasks
 from services.api.http_app import create_app
-from services.api.proto import open_inference_grpc_pb2 as pb2
+from services.api.proto import messages as pb2
 from services.api.tensors import OutputTensor, RequestedOutput, TensorMeta
 from services.api.v2 import classification
 from services.auth import TokenStore, is_open_http_path

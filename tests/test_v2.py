@@ -3,8 +3,7 @@
 The module's `small_server` serves every zoo model (small configs, default settings) from
 the session's `small_store`; overload and graceful shutdown use a second server with a tiny
 queue.  Each has a BENTOML_HOME of its own (see `own_home`).  The codec
-and generated-code checks need no server.  Never import services.api.proto here: its messages
-and tritonclient's share protobuf names (see services/api/proto/README.md).
+and descriptor checks need no server.
 """
 
 from __future__ import annotations
@@ -143,17 +142,16 @@ def error_of(call: Any) -> InferenceServerException:
 
 
 # -- checked-in protocol code and codecs (no server) ---------------------------------------------------
-def test_generated_grpc_modules_are_up_to_date(tmp_path: Path) -> None:
+def test_the_descriptor_set_is_up_to_date(tmp_path: Path) -> None:
     proto = PROTO / "open_inference_grpc.proto"
     (tmp_path / "services" / "api" / "proto").mkdir(parents=True)
     (tmp_path / "services" / "api" / "proto" / proto.name).write_bytes(proto.read_bytes())
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.",
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--descriptor_set_out=set.binpb",
          "services/api/proto/open_inference_grpc.proto"],
         cwd=tmp_path, check=True,
     )  # fmt: skip
-    for name in ("open_inference_grpc_pb2.py", "open_inference_grpc_pb2.pyi", "open_inference_grpc_pb2_grpc.py"):
-        assert filecmp.cmp(tmp_path / "services" / "api" / "proto" / name, PROTO / name, shallow=False), name
+    assert filecmp.cmp(tmp_path / "set.binpb", PROTO / "open_inference_grpc.binpb", shallow=False)
 
 
 _DUMP_SCHEMA = """
@@ -187,7 +185,7 @@ def test_grpc_schema_is_wire_compatible_with_tritonclient() -> None:
         out = subprocess.run([sys.executable, "-c", _DUMP_SCHEMA, *modules], capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
 
-    ours = dump("services.api.proto.open_inference_grpc_pb2")
+    ours = dump("services.api.proto.messages")
     theirs = dump("tritonclient.grpc.service_pb2", "tritonclient.grpc.model_config_pb2")
     for message, fields in ours.items():
         if message == "rpcs":
@@ -328,6 +326,8 @@ def test_model_metadata_and_readiness_for_every_model(
                 "backend": "onnxruntime",
                 "weights": "random-init:seed=0",  # the default zoo: no pretrained weights
                 "precision": "fp32",
+                "declared_weights": "latest",  # no manifest: the store's latest export
+                "manifest": "",
                 "tasks": ",".join(zoo.get(model).tasks),
             }
         tensor_meta = http.get_model_metadata(model)

@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.api.proto import open_inference_grpc_pb2 as pb2
+from services.api.proto import messages as pb2
 from services.errors import BAD_INPUT, clip
 
-SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SERVICE = pb2.SERVICE
 # Triton's methods that zooserve does not serve, and the extension each belongs to
 UNSERVED = {
     "ModelStreamInfer": "decoupled streaming (ModelStreamInfer)",

@@ -38,11 +38,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from services import tracing
-from services.api.proto import open_inference_grpc_pb2 as pb2
-from services.api.proto import open_inference_grpc_pb2_grpc as pb2_grpc
+from services.api.proto import messages as pb2
 from services.api.tensors import (
     InferRequest,
     InferResponse,
@@ -69,7 +68,7 @@ from services.runtime.hub import Hub
 log = logging.getLogger("zooserve")
 
 PROTOCOL = "grpc"
-SERVICE = pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICE = pb2.SERVICE.full_name
 GRACE_S = 10.0  # in-flight RPCs get this long to finish at shutdown
 
 
@@ -131,7 +130,7 @@ def encode_response(response: InferResponse) -> pb2.ModelInferResponse:
     return message
 
 
-class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer:
     def __init__(self, hub: Hub, auth: TokenStore | None = None) -> None:
         self.hub = hub
         self.auth = auth  # ModelReady is open: without a valid token its errors list nothing
@@ -278,8 +277,12 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if settings.grpc_reflection:
+            # one pool describes every service: zooserve's messages live in a pool of their own
+            pb2.add_to_pool(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
             reflection.enable_server_reflection(
-                (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+                (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                server,
+                pool=pb2.POOL,
             )
         host = settings.grpc_host
         bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
