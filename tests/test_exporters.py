@@ -93,7 +93,7 @@ def test_cli_list_and_info() -> None:
     [
         (["export", "resnet51"], 2, "unknown model 'resnet51'; known models: " + ", ".join(MODELS)),
         (["info", "nope"], 2, "unknown model 'nope'"),
-        (["export"], 2, "give a model name or --all"),
+        (["export"], 2, "give a model name, --all or --manifest FILE"),
         (["export", "resnet18", "--weights", "/does/not/exist.pth"], 1, "weights not found: /does/not/exist.pth"),
     ],
 )
