@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install export serve bento test lint tools container-tools lock loadtest bench image image-test chart-check clean
+.PHONY: install export serve bento test lint docs tools container-tools lock loadtest bench image image-test chart-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "zooserve needs Python 3.11"'
@@ -53,6 +53,12 @@ test: install tools
 lint: install
 	$(BIN)/ruff check zoo exporters services loadtests tests
 	$(BIN)/lint-imports
+
+# The documentation site: the reference pages made from the code, then MkDocs into build/site
+# (offline; --strict: a broken link or a missing page fails).
+docs: install
+	$(BIN)/python docs/_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

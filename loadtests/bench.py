@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import benchreport, payloads, scrape
+from loadtests import benchreport, payloads, perfpage, scrape
 from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
@@ -389,7 +389,8 @@ def main() -> None:
     table = benchreport.markdown(result)
     (args.out / "bench.md").write_text(table)
     print(table)
-    print(f"saved {args.out / 'bench.json'} and {args.out / 'bench.md'} in {result['seconds']} s")
+    page = perfpage.write(result, table, "make bench" + (" QUICK=1" if p.quick else ""))
+    print(f"saved {args.out / 'bench.json'}, {args.out / 'bench.md'} and {page} in {result['seconds']} s")
 
 
 if __name__ == "__main__":

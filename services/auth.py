@@ -13,7 +13,7 @@ table, counted under reason `unauthenticated` with model="" by the caller's `cou
 
 An open route answers a caller without a valid token too, but says no more than a probe
 needs: the guard marks such a request untrusted (`TRUSTED` in the ASGI scope, `trusted()` for
-gRPC), and the routes leave out what is served, versions, pids and file names (docs/auth.md).
+gRPC), and the routes leave out what is served, versions, pids and file names (docs/security.md).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from zoo.api import InputLimits
 from zoo.imported import register_stored
 from zoo.plugins import failures
 
+DEFAULT_HOST = "127.0.0.1"  # what plain `bentoml serve` binds (the service's http.host): loopback
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -74,6 +76,105 @@ class Settings:
         """These settings with `changes` to `name`'s entry."""
         config = dataclasses.replace(self.for_model(name), **changes)
         return dataclasses.replace(self, batching={**self.batching, name: config})
+
+
+# -- the configuration reference: one table --------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """A row of the configuration reference: a ZOOSERVE_* variable, a manifest key, or both.
+    docs/serving/configuration.md is generated from SETTINGS (docs/_reference.py), and
+    tests/test_docs.py fails when a setting exists in the code and not here, or the reverse.
+    The type and default of a per-model (`models.NAME.*`) or `limits.*` key come from its field."""
+
+    name: str  # the variable, or the manifest key ("precision", "models.NAME.weights", "limits.max_items")
+    meaning: str
+    type: str = ""
+    default: str = ""
+    key: str = ""  # a variable's manifest key, when the manifest can set it too
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- variables
+    Setting("ZOOSERVE_CONFIG", "the serving manifest: a YAML file with the keys below", "path", "none"),
+    Setting("ZOOSERVE_MODELS", "the served models, comma-separated; `all`: every built-in, entry-point plugin and "
+            "imported model; unset: the manifest's `models`, else a bento's own, else all", "names", "unset"),
+    Setting("ZOOSERVE_BACKEND", "the backend (zoo/backends/)", "onnxruntime | torch | tensorrt", "onnxruntime",
+            key="backend"),
+    Setting("ZOOSERVE_DEVICE", "the device", "cpu | cuda", "cpu", key="device"),
+    Setting("ZOOSERVE_PRECISION", "every model's precision; a model's own `precision` wins", "fp32 | fp16 | int8",
+            "fp32", key="precision"),
+    Setting("ZOOSERVE_FP16", "deprecated (a warning): 1 means `precision: fp16`", "0 | 1", "unset", key="fp16"),
+    Setting("ZOOSERVE_WORKERS", "serving processes, each with every model (readiness waits for all)", "int", "1",
+            key="workers"),
+    Setting("ZOOSERVE_GRPC_PORT", "the KServe v2 gRPC port", "int", "8001", key="grpc_port"),
+    Setting("ZOOSERVE_GRPC_HOST", "where gRPC listens; empty: the HTTP server's host", "address", "the HTTP host",
+            key="grpc_host"),
+    Setting("ZOOSERVE_GRPC_REFLECTION", "gRPC server reflection", "0 | 1", "1", key="grpc_reflection"),
+    Setting("ZOOSERVE_HOST", "`make serve`'s HTTP host (plain `bentoml serve`: `--host`, else loopback)", "address",
+            DEFAULT_HOST),
+    Setting("ZOOSERVE_REPOSITORY_API", "the model repository API: load and unload at run time", "0 | 1", "0",
+            key="repository_api"),
+    Setting("ZOOSERVE_ADMIN_TOKEN", "the repository API's bearer token; required with the API on a non-loopback "
+            "address", "secret", "none"),
+    Setting("ZOOSERVE_API_TOKEN", "a bearer token every inference, metadata and management route takes", "secret",
+            "none"),
+    Setting("ZOOSERVE_API_TOKENS_FILE", "more tokens, one per line, re-read when the file changes", "path", "none"),
+    Setting("ZOOSERVE_METRICS_AUTH", "/metrics needs a token too", "0 | 1", "0"),
+    Setting("ZOOSERVE_TLS_CERT", "HTTPS and gRPC over TLS: the certificate (with ZOOSERVE_TLS_KEY)", "PEM path",
+            "none"),
+    Setting("ZOOSERVE_TLS_KEY", "the TLS key (with ZOOSERVE_TLS_CERT)", "PEM path", "none"),
+    Setting("ZOOSERVE_OFFLINE", "named weights (torchvision:, hf:) come from their caches only", "0 | 1", "0"),
+    Setting("ZOOSERVE_CPU_THREADS", "compute threads (ONNX Runtime intra-op, torch, the preprocessing pool)", "int",
+            "the cores this process may use (cgroup limit included)"),
+    Setting("ZOOSERVE_STATE_DIR", "where the workers of a server share readiness and repository state", "path",
+            "the temporary folder"),
+    # -- manifest keys
+    Setting("models", "the served models (ZOOSERVE_MODELS, when set, chooses instead), each an entry of the "
+            "`models.NAME.*` keys", "mapping", "{}"),
+    Setting("defaults", "every model's entry before its own keys (not `weights` or `default`)", "mapping", "{}"),
+    Setting("limits", "request limits: the `limits.*` keys", "mapping", "{}"),
+    Setting("warmup_s", "the bound on each model's warm-up", "seconds", "60"),
+    Setting("models.NAME.weights", "the source of its weights: random-init[:seed=N], plugin, torchvision:MEMBER, "
+            "hf:ORG/NAME[@REV], file:PATH (relative to the manifest) or imported:FILE; unset: the store's latest"),
+    Setting("models.NAME.default", "it answers its tasks' requests that name no model (one per task)"),
+    Setting("models.NAME.backend", "its backend; unset: the server's"),
+    Setting("models.NAME.precision", "fp32, fp16 (TensorRT, torch on CUDA) or int8 (ONNX Runtime on CPU)"),
+    Setting("models.NAME.version", "the model-store version to serve (`latest`: as selected above)"),
+    Setting("models.NAME.versions", "several store versions at once, the first the default"),
+    Setting("models.NAME.latest", "the N newest store versions at once"),
+    Setting("models.NAME.traffic", "canary: the share of requests naming no version, per version"),
+    Setting("models.NAME.max_batch_size", "rows per batch at most"),
+    Setting("models.NAME.max_queue_delay_ms", "how long a batch's first row waits for company"),
+    Setting("models.NAME.max_queue_size", "rows waiting at most; beyond, 429 at once"),
+    Setting("models.NAME.timeout_s", "per request, queue and compute together (504 beyond)"),
+    Setting("models.NAME.priority_levels", "request priorities 1..N, 1 the highest"),
+    Setting("models.NAME.default_priority_level", "the level of a request that gives none (or 0)"),
+    Setting("models.NAME.priority_aging_ms", "a waiting row gains one level after this long"),
+    Setting("models.NAME.intra_op_threads", "ONNX Runtime's threads per batch; 0: ZOOSERVE_CPU_THREADS"),
+    Setting("limits.max_items", "items per request (task endpoints and v2 `_raw`)"),
+    Setting("limits.max_pixels", "pixels per image, read from its header before decoding (400 beyond)"),
+    Setting("limits.max_request_pixels", "pixels of all the images of one request (413 beyond)"),
+    Setting("limits.max_body_bytes", "task endpoint bodies (413 beyond)"),
+    Setting("limits.max_v2_body_bytes", "KServe v2 bodies and gRPC messages (413 / RESOURCE_EXHAUSTED beyond)"),
+    Setting("limits.max_text_chars", "characters per text"),
+    Setting("limits.max_count", "/generate's `count`"),
+    Setting("limits.body_timeout_s", "a request body must arrive within this (408 beyond)"),
+    Setting("limits.max_concurrent_requests", "requests at once per worker on zooserve's routes (429 beyond)"),
+)  # fmt: skip
+
+
+def reference() -> list[Setting]:
+    """SETTINGS with the type and default of every per-model and `limits` key read off its field."""
+    fields_of = {"models.NAME.": dataclasses.fields(Batching), "limits.": dataclasses.fields(Limits)}
+    rows = []
+    for row in SETTINGS:
+        for prefix, fields in fields_of.items():
+            if row.name.startswith(prefix) and not row.type:
+                (f,) = [f for f in fields if f.name == row.name.removeprefix(prefix)]
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                row = dataclasses.replace(row, type=str(f.type), default=repr(default))
+        rows.append(row)
+    return rows
 
 
 def served_models(env: Mapping[str, str] | None = None, manifest: Manifest | None = None) -> tuple[str, ...]:
@@ -197,15 +298,22 @@ def tls_files(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     return cert, key
 
 
-DEFAULT_HOST = "127.0.0.1"  # what plain `bentoml serve` binds (the service's http.host): loopback
-
-
 def _option(argv: list[str], name: str) -> str | None:
     """The value of `--name V` or `--name=V` in `argv`."""
     value = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")), None)
     if value is None and name in argv[:-1]:
         value = argv[argv.index(name) + 1]
     return value
+
+
+def http_listen_port(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int | None:
+    """The HTTP port `bentoml serve` is about to bind, in its arbiter (None elsewhere)."""
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    if _option(argv, "--fd") is not None or "serve" not in argv[1:3]:
+        return None
+    port = _option(argv, "--port") or env.get("BENTOML_PORT") or "3000"
+    return int(port) if port.isdigit() else None
 
 
 def http_listen_host(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> str | None:

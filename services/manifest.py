@@ -99,22 +99,11 @@ class Batching:
             raise ConfigError("priority_aging_ms must be > 0")
 
 
-# Top-level keys and what each sets (the environment variable, where there is one, wins).
-TOP_LEVEL = {
-    "models": "the served models and their entries (a Batching each)",
-    "defaults": "every model's entry before its own keys (not weights or default)",
-    "limits": "request limits (services.config.Limits)",
-    "precision": "every model's precision (ZOOSERVE_PRECISION)",
-    "backend": "the backend (ZOOSERVE_BACKEND)",
-    "device": "the device (ZOOSERVE_DEVICE)",
-    "grpc_port": "the gRPC port (ZOOSERVE_GRPC_PORT)",
-    "grpc_host": "the gRPC host (ZOOSERVE_GRPC_HOST; default the HTTP server's)",
-    "grpc_reflection": "gRPC server reflection (ZOOSERVE_GRPC_REFLECTION)",
-    "workers": "serving processes (ZOOSERVE_WORKERS)",
-    "warmup_s": "the bound on each model's warm-up, in seconds",
-    "repository_api": "the model repository API (ZOOSERVE_REPOSITORY_API)",
-    "fp16": "deprecated: precision fp16",
-}
+# The top-level keys (services/config.py's SETTINGS says what each sets; a test keeps both equal).
+TOP_LEVEL = (
+    "models", "defaults", "limits", "precision", "backend", "device", "grpc_port", "grpc_host",
+    "grpc_reflection", "workers", "warmup_s", "repository_api", "fp16",
+)  # fmt: skip
 PER_MODEL_ONLY = ("weights", "default")  # meaningless for every model at once
 
 

@@ -238,3 +238,21 @@ def test_plain_bentoml_serve_listens_on_loopback_only(small_store: Path) -> None
         assert http_json(f"{server.url}/readyz")[1]["ready"] is True
     finally:
         server.stop()
+
+
+def test_an_http_port_in_use_stops_the_server_once(small_store: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        home = small_store.parent / f"taken-{port}"
+        home.mkdir()
+        (home / "models").symlink_to(small_store / "models")
+        done = subprocess.run(
+            [str(BIN / "bentoml"), "serve", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+            timeout=120, env={**os.environ, "BENTOML_HOME": str(home), "ZOOSERVE_MODELS": "gan_generator"},
+        )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"HTTP port 127.0.0.1:{port} is already in use by another process" in done.stderr

@@ -17,7 +17,7 @@ websocket is closed: no request can add a series to /metrics.
 With several workers, /readyz is 200 only when every worker is ready (services/runtime/workers.py);
 its body lists this worker's models and the count of ready workers.  With tokens on, a probe
 without one gets the status and the worker counts only (models, versions, weights files and
-pids are for callers with a token: docs/auth.md).
+pids are for callers with a token: docs/security.md).
 """
 
 from __future__ import annotations

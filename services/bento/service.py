@@ -33,12 +33,21 @@ from bentoml._internal.service.openapi.specification import OpenAPISpecification
 from services import tracing
 from services.api import openapi
 from services.api.http_app import create_app, task_paths
+from services.api.v2.grpc_port import port_in_use
 from services.auth import HttpGuard, TokenStore, secure_openapi
 from services.bento import arbiter
 from services.bento.apis import task_apis
 from services.bento.front_door import FrontDoor
 from services.bento.models import model_refs
-from services.config import DEFAULT_HOST, ConfigError, Settings, load_settings, tls_files
+from services.config import (
+    DEFAULT_HOST,
+    ConfigError,
+    Settings,
+    http_listen_host,
+    http_listen_port,
+    load_settings,
+    tls_files,
+)
 from services.errors import UNAUTHENTICATED
 from services.runtime.hub import Hub
 from services.runtime.lifecycle import Repository
@@ -165,11 +174,16 @@ for _name, _api in task_apis(hub).items():
 
 
 def _start_problems() -> list[str]:
-    """What stops a server before it starts: a bad setting or manifest, a missing artifact."""
+    """What stops a server before it starts: a bad setting or manifest, a missing artifact, an
+    HTTP port another process holds (BentoML would bind it next and fail with a traceback)."""
     try:
-        return missing_artifacts(load_settings())
+        problems = missing_artifacts(load_settings())
     except ConfigError as exc:
-        return [str(exc)]
+        problems = [str(exc)]
+    host, port = http_listen_host(), http_listen_port()
+    if host is not None and port is not None and port_in_use(host, port):
+        problems.append(f"HTTP port {host}:{port} is already in use by another process: stop it, or choose --port")
+    return problems
 
 
 arbiter.refuse_to_start(_start_problems)  # in the arbiter (and `bentoml build`): exit once, saying why
