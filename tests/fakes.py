@@ -9,8 +9,9 @@ the HTTP app, the v2 models and the gRPC server over it) runs the real code on t
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,3 +123,15 @@ RUNNER = DoublingRunner()
 def fake_loader(name: str, settings: Settings) -> Parts:
     plugin = zoo.get(name)()
     return Parts(plugin, plugin.processor(Path("."), settings.limits.for_items()), RUNNER, "v1", {"parity": {}})
+
+
+@contextlib.contextmanager
+def word_counter_registered() -> Iterator[None]:
+    """The `count` task and the `word_counter` model in the table and the registry, then out again."""
+    zoo.register(WordCounter)
+    tasks.register(COUNT)
+    try:
+        yield
+    finally:
+        tasks.unregister("count")
+        zoo.unregister("word_counter")

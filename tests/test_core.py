@@ -20,15 +20,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-import zoo
-from services.api import tasks
 from services.api.http_app import create_app
 from services.config import load_settings
 from services.errors import KINDS, REASONS, ServeError, kind_of
 from services.metrics import BATCH_BUCKETS, sample_gpus
 from services.runtime.hub import Hub
 from services.runtime.workers import WorkerBoard
-from tests.fakes import COUNT, RUNNER, WordCounter, fake_loader
+from tests.fakes import RUNNER, fake_loader, word_counter_registered
 
 ROWS_BEFORE: list[float] = []
 
@@ -40,28 +38,24 @@ def rows_counted() -> float:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Hub, Any, asyncio.AbstractEventLoop]]:
-    zoo.register(WordCounter)
-    tasks.register(COUNT)
-    RUNNER.batches.clear()  # this module's batches and rows only (other modules serve word_counter too)
-    ROWS_BEFORE.append(rows_counted())
-    loop = asyncio.new_event_loop()
-    hub = Hub(WorkerBoard(1, folder=Path(f"/tmp/zooserve-test-board-{id(loop)}")))
-    settings = load_settings({"ZOOSERVE_MODELS": "word_counter", "ZOOSERVE_BACKEND": "onnxruntime"})
+    with word_counter_registered():
+        RUNNER.batches.clear()  # this module's batches and rows only (other modules serve word_counter too)
+        ROWS_BEFORE.append(rows_counted())
+        loop = asyncio.new_event_loop()
+        hub = Hub(WorkerBoard(1, folder=Path(f"/tmp/zooserve-test-board-{id(loop)}")))
+        settings = load_settings({"ZOOSERVE_MODELS": "word_counter", "ZOOSERVE_BACKEND": "onnxruntime"})
 
-    async def start() -> None:
-        await hub.start(settings, fake_loader)
-        while not hub.ready:
-            await asyncio.sleep(0.01)
+        async def start() -> None:
+            await hub.start(settings, fake_loader)
+            while not hub.ready:
+                await asyncio.sleep(0.01)
 
-    loop.run_until_complete(start())
-    app = create_app(hub)
-    try:
-        yield hub, app, loop
-    finally:
-        loop.run_until_complete(hub.stop())
-        loop.close()
-        tasks.unregister("count")
-        zoo.unregister("word_counter")
+        loop.run_until_complete(start())
+        try:
+            yield hub, create_app(hub), loop
+        finally:
+            loop.run_until_complete(hub.stop())
+            loop.close()
 
 
 def call(

@@ -21,23 +21,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import REGISTRY
 
-import zoo
-from services.api import tasks
 from services.api.proto import messages as pb2
 from services.auth import TokenStore
-from tests.fakes import COUNT, RUNNER, WordCounter
+from tests.fakes import RUNNER, word_counter_registered
 from tests.grpc_harness import MODEL, GrpcHarness, with_batching
 
 
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> Iterator[None]:
-    zoo.register(WordCounter)
-    tasks.register(COUNT)
-    try:
+    with word_counter_registered():
         yield
-    finally:
-        tasks.unregister("count")
-        zoo.unregister("word_counter")
 
 
 @pytest.fixture(scope="module")

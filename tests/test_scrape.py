@@ -15,23 +15,16 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-import zoo
 from loadtests import scrape
-from services.api import tasks
 from services.api.proto import messages as pb2
-from tests.fakes import COUNT, WordCounter
+from tests.fakes import word_counter_registered
 from tests.grpc_harness import MODEL, GrpcHarness, with_batching
 
 
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> Iterator[None]:
-    zoo.register(WordCounter)
-    tasks.register(COUNT)
-    try:
+    with word_counter_registered():
         yield
-    finally:
-        tasks.unregister("count")
-        zoo.unregister("word_counter")
 
 
 def rows(count: int) -> pb2.ModelInferRequest:

@@ -22,8 +22,6 @@ import pytest
 from google.protobuf import json_format
 from prometheus_client import REGISTRY
 
-import zoo
-from services.api import tasks
 from services.api.http_app import create_app
 from services.api.proto import messages as pb2
 from services.api.tensors import OutputTensor, RequestedOutput, TensorMeta
@@ -31,7 +29,7 @@ from services.api.v2 import classification
 from services.auth import TokenStore, is_open_http_path
 from services.errors import BadRequest
 from services.tally import Tally
-from tests.fakes import COUNT, WordCounter
+from tests.fakes import word_counter_registered
 from tests.grpc_harness import MODEL, GrpcHarness, with_batching
 
 BATCHING = with_batching(
@@ -43,13 +41,8 @@ LABELS = {"model": MODEL, "version": "v1", "backend": "fake"}
 
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> Iterator[None]:
-    zoo.register(WordCounter)
-    tasks.register(COUNT)
-    try:
+    with word_counter_registered():
         yield
-    finally:
-        tasks.unregister("count")
-        zoo.unregister("word_counter")
 
 
 class Harness(GrpcHarness):
