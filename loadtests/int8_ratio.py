@@ -62,29 +62,35 @@ def paired(model: str, label: str | None = None, batch: int = RATIO_BATCH, round
     backend (`collate + run + split`) on the bench payload at `batch`, in alternated rounds.
     Per round rows/s of each and their ratio; the median ratio, its range, and the export's own
     figure for the int8 artifact that was measured."""
+    measured = _served_rounds(model, label, batch, rounds)
+    release_memory()  # both models' sessions are gone with the call above
+    times = measured.pop("times")
+    speed = speedups(times, "fp32")["int8"]
+    return {
+        **measured, "batch": batch, **_figure(speed.rounds),
+        "rounds": [{"fp32": round(batch / f, 2), "int8": round(batch / i, 2), "ratio": round(f / i, 3)}
+                   for f, i in zip(times["fp32"], times["int8"], strict=True)],
+    }
+
+
+def _served_rounds(model: str, label: str | None, batch: int, rounds: int) -> dict[str, Any]:
     limits = {p: Limit(model, p) for p in ("fp32", "int8")}
     try:
         export = recorded(limits["int8"].metadata)
-        if export is None or limits["int8"].version == limits["fp32"].version:
+        if export is None or limits["int8"].version == limits["fp32"].version:  # a config pinning fp32, say
             raise RuntimeError(f"{model}: the int8 limit loaded {limits['int8'].version}, not an int8 export")
         items = {p: bench_items(model, lim.processor, get(model).tasks) for p, lim in limits.items()}
         label = label or next(iter(items["fp32"]))
         rows = {p: [lim.processor.preprocess(items[p][label][0])] * batch for p, lim in limits.items()}
-        runs = {p: (lambda lim=lim, r=rows[p]: lim.compute(r)) for p, lim in limits.items()}
-        times = alternate(runs, rounds)
-        threads = limits["int8"].backend.session.get_session_options().intra_op_num_threads
+        times = alternate({p: (lambda lim=lim, r=rows[p]: lim.compute(r)) for p, lim in limits.items()}, rounds)
+        return {
+            "label": label, "times": times, "export": export,
+            "threads": limits["int8"].backend.session.get_session_options().intra_op_num_threads,
+            "versions": {p: lim.version for p, lim in limits.items()},
+        }
     finally:
         for lim in limits.values():
             lim.pool.shutdown()
-        del limits
-        release_memory()
-    speed = speedups(times, "fp32")["int8"]
-    return {
-        "label": label, "batch": batch, "threads": threads, **_figure(speed.rounds),
-        "rounds": [{"fp32": round(batch / f, 2), "int8": round(batch / i, 2), "ratio": round(f / i, 3)}
-                   for f, i in zip(times["fp32"], times["int8"], strict=True)],
-        "export": export,
-    }
 
 
 def plain(model: str, threads: int = 2, batch: int = 4, rounds: int = 5) -> dict[str, Any]:
@@ -130,6 +136,8 @@ def lines(out: dict[str, Any]) -> list[str]:
         f"(c) make bench (loadtests.int8_ratio.paired: served runner, {c['label']}), {c['threads']} threads, batch "
         f"{c['batch']}, {len(c['rounds'])} alternated rounds: {c['ratio']}x (rounds {c['range'][0]}-{c['range'][1]}: "
         f"{[r['ratio'] for r in c['rounds']]})",
+        f"artifacts: (a) fp32 {a['versions']['fp32']} int8 {a['versions']['int8']}; (c) fp32 {c['versions']['fp32']} "
+        f"int8 {c['versions']['int8']}",
         f"bench / export: {agree} ({'within' if agree and abs(agree - 1) <= AGREE else 'NOT within'} "
         f"{AGREE:.0%})",
     ]

@@ -37,6 +37,7 @@ from exporters.quantize import (
 )
 from exporters.rounds import Speed
 from exporters.tune import Cell, choose, config_section
+from loadtests import int8_ratio
 from services.config import ConfigError, load_settings
 from services.runtime.loading import load_from_store
 from tests.helpers import ROOT, http_json, running_server
@@ -126,6 +127,14 @@ def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: st
     assert not cert["gated"] and cert["cpu"]["model"] and "threads" in cert["cpu"]
     again = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
     assert not again.created and again.artifact.tag == art.tag
+    # `python -m loadtests.int8_ratio`: a plain session's ratio, the export's own, and bench's, side by side
+    out = int8_ratio.report(small, rounds=2, threads=1)
+    assert out["export"]["ratio"] == choice["speedup"] and out["export"]["batch"] == choice["timing_batch"]
+    assert out["bench"]["versions"] == {"fp32": choice["source"].split(":")[1], "int8": art.version}
+    assert (out["bench"]["batch"], out["bench"]["threads"], len(out["bench"]["rounds"])) == (4, cpu_threads(), 2)
+    assert out["plain"]["threads"] == 1 and len(out["plain"]["rounds"]) == 2
+    text = "\n".join(int8_ratio.lines(out))
+    assert cert["cpu"]["model"] in text and "(a) plain" in text and "(b) the int8 export" in text
 
 
 def test_own_calibration_folder_is_another_artifact(small: str, bentoml_home: Path, tmp_path: Path) -> None:
