@@ -7,7 +7,10 @@ decided by timing and certifying each candidate here, on this CPU, because both 
 on one AVX-512 VNNI machine QDQ/uint8 ran 3.4x fp32 and QDQ/int8 ran 0.87x; on an AVX2-only
 one (no VNNI), ORT's u8s8 kernels saturate their 16-bit pair sums and EfficientNet-Lite0's
 top-1 agreement fell from 188 to 138 of 200, which 7-bit weights (`reduce_range`) avoid.  So
-the fastest candidate that passes the spec's thresholds wins.  The certificate compares int8
+of the candidates that pass the spec's thresholds, the fastest wins when its lead is larger
+than the spread between alternated timing rounds (exporters/rounds.py), else the most accurate
+of those within the spread: a speed difference the machine's load can reverse does not decide
+between 7-bit and 8-bit weights.  The certificate compares int8
 with fp32 on held-out inputs (other crops, other texts, other seeds) never used for calibration.
 Static candidates quantize a bias-corrected graph (exporters/bias_correction.py).
 """
@@ -15,8 +18,7 @@ Static candidates quantize a bias-corrected graph (exporters/bias_correction.py)
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,16 @@ from typing import Any
 import numpy as np
 
 from exporters.bias_correction import correct_biases
+from exporters.rounds import RATIO_BATCH, ROUNDS, SLICE_S, Speed, alternate, speedups
 from zoo.api import Batch, Int8Spec, Plugin, Processor, Row, collate, hash_path
 from zoo.artifact import RUNNABLE, Artifact
 from zoo.backends.onnxruntime import OrtRunner
-from zoo.cpu import cpu_info
+from zoo.cpu import cpu_info, cpu_threads
 from zoo.vision import ImageProcessor
 
 PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "photos"  # real photographs (CC0/public domain)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-TIMING_BATCH = 8
+TIMING_BATCH = 8  # calibration and held-out batches (timing is at rounds.RATIO_BATCH)
 Progress = Callable[[str], None]
 
 # Held-out and calibration texts: ordinary sentences, as a sentiment or embedding model sees them.
@@ -183,31 +186,27 @@ def quantize_one(candidate: Candidate, source: Path, out: Path, calib: list[Batc
     return out
 
 
-def batch_times(runner: OrtRunner, batch: Batch, budget_s: float, at_least: int) -> list[float]:
-    """Seconds of each run of one batch over about `budget_s` (at least `at_least` runs),
-    after one warm-up run; `zoo tune` times its cells with it too."""
-    runner.run(batch)
-    times: list[float] = []
-    end = time.perf_counter() + budget_s
-    while len(times) < at_least or time.perf_counter() < end:
-        start = time.perf_counter()
-        runner.run(batch)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def seconds_per_batch(runner: OrtRunner, batch: Batch, budget_s: float) -> float:
-    """Median seconds of one batch over about `budget_s` (after one warm-up run)."""
-    return float(np.median(batch_times(runner, batch, budget_s, 3)))
-
-
 @dataclass(frozen=True)
 class Tried:
-    seconds: float  # median per timing batch
+    speed: Speed  # per-round speed-ups over fp32, timed in alternated rounds
     index: int
     path: Path
     candidate: Candidate
     cert: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Choice:
+    tried: Tried
+    chosen_by: str
+    lead: float | None = None  # the fastest passing candidate's median speed-up minus the next one's
+    spread: float | None = None  # the larger of those two candidates' round-to-round spreads
+
+
+FASTEST = "fastest: its lead over the next passing candidate is beyond the spread between rounds"
+MOST_ACCURATE = "most accurate: the passing candidates' speeds differ by less than the spread between rounds"
+ONLY_ONE = "the only candidate passing the thresholds"
+NONE_PASSED = "none passed: the most accurate"
 
 
 def quality(cert: dict[str, Any]) -> tuple[int, float]:
@@ -217,13 +216,32 @@ def quality(cert: dict[str, Any]) -> tuple[int, float]:
     return len(checked) - len(cert["failed"]), float(np.mean(ratios)) if ratios else 0.0
 
 
-def pick(tried: Sequence[Tried]) -> Tried:
-    """The fastest candidate that passes every threshold; when none does, the most accurate
+def within_spread(a: Tried, b: Tried) -> bool:
+    return abs(a.speed.median - b.speed.median) <= max(a.speed.spread, b.speed.spread)
+
+
+def pick(tried: Sequence[Tried]) -> Choice:
+    """Among the candidates that pass every threshold, the fastest only when its lead over the
+    next is larger than the spread between rounds; else, of those within the spread of the
+    fastest, the most accurate (a speed difference the machine's noise can reverse is no reason
+    to give up agreement), the first tried among equals.  When none passes, the most accurate
     (a fast int8 model that disagrees with fp32 is not a speed-up but a different model)."""
-    passing = [t for t in tried if t.cert["passed"]]
-    if passing:
-        return min(passing, key=lambda t: (t.seconds, t.index))
-    return max(tried, key=lambda t: (quality(t.cert), -t.seconds))
+    passing = sorted((t for t in tried if t.cert["passed"]), key=lambda t: (-t.speed.median, t.index))
+    if not passing:
+        return Choice(max(tried, key=lambda t: (quality(t.cert), t.speed.median)), NONE_PASSED)
+    fastest = passing[0]
+    if len(passing) == 1:
+        return Choice(fastest, ONLY_ONE)
+    following = passing[1]
+    lead = fastest.speed.median - following.speed.median
+    spread = max(fastest.speed.spread, following.speed.spread)
+    if lead > spread:
+        return Choice(fastest, FASTEST, lead, spread)
+    tied = [t for t in passing if within_spread(fastest, t)]
+    # equally accurate too (QDQ and QOperator of one recipe certify alike): the first in STATIC's
+    # order, so that noise cannot flip the choice between runs
+    best = max(tied, key=lambda t: (quality(t.cert), -t.index))
+    return Choice(best, MOST_ACCURATE, lead, spread)
 
 
 # -- the certificate ----------------------------------------------------------------------------
@@ -266,7 +284,7 @@ def certificate(spec: Int8Spec, reference: Outputs, candidate: Outputs) -> dict[
 
 def quantize_artifact(
     plugin: Plugin[Any], fp32: Artifact, work: Path, progress: Progress, calibration: Path | None = None,
-    timing_s: float = 0.5,
+    rounds: int = ROUNDS,
 ) -> dict[str, Any]:
     """Write `work/model.onnx` (int8) and the fp32 artifact's assets; return the metadata:
     the choice and its timings, and the certificate.  Raises QuantizationError when real
@@ -287,25 +305,33 @@ def quantize_artifact(
     # in the working directory (seen with BERT-base): work inside the scratch folder.
     with contextlib.chdir(scratch):
         prepared = prepare(fp32.runnable, scratch)
-    fp32_runner = OrtRunner(fp32.runnable)
+    fp32_runner = OrtRunner(fp32.runnable)  # the serving runner: its threads, no spinning
     reference = [fp32_runner.run(b) for b in held]
-    timing_batch = collate((held_rows * TIMING_BATCH)[:TIMING_BATCH], plugin.spec)
-    fp32_s = seconds_per_batch(fp32_runner, timing_batch, timing_s)
     candidates = STATIC if spec.method == "static" else DYNAMIC
     sources = {c.weights: prepared for c in candidates}  # weight range -> the graph to quantize
     corrected = 0
     if spec.method == "static" and spec.bias_correction:
         sources = {w: scratch / f"corrected-{w}.onnx" for w in sources}
         corrected = correct_biases(prepared, calib, {w == "int7": path for w, path in sources.items()})
-    tried: list[Tried] = []
+    made: list[tuple[Candidate, Path, OrtRunner, dict[str, Any]]] = []
     for index, candidate in enumerate(candidates):
         progress(f"{plugin.name}: int8 {candidate.method} {candidate.label}")
         with contextlib.chdir(scratch):
             path = quantize_one(candidate, sources[candidate.weights], scratch / f"candidate{index}.onnx", calib)
         runner = OrtRunner(path)
-        cert = certificate(spec, reference, [runner.run(b) for b in held])
-        tried.append(Tried(seconds_per_batch(runner, timing_batch, timing_s), index, path, candidate, cert))
-    best = pick(tried)
+        made.append((candidate, path, runner, certificate(spec, reference, [runner.run(b) for b in held])))
+    # Timed only now, all together: fp32 and every candidate in turn, round after round.
+    timing_batch = collate((held_rows * RATIO_BATCH)[:RATIO_BATCH], plugin.spec)
+    runs: dict[Hashable, Callable[[], Any]] = {"fp32": lambda: fp32_runner.run(timing_batch)}
+    runs.update({i: (lambda r=runner: r.run(timing_batch)) for i, (_, _, runner, _) in enumerate(made)})
+    progress(f"{plugin.name}: timing fp32 and {len(made)} candidates in {rounds} alternated rounds "
+             f"(batch {RATIO_BATCH}, {cpu_threads()} threads)")
+    times = alternate(runs, rounds)
+    speeds = speedups(times, "fp32")
+    tried = [Tried(speeds[i], i, path, cand, cert) for i, (cand, path, _, cert) in enumerate(made)]
+    del made, runs, runner  # the candidates' sessions: their memory, before the chosen one is copied
+    picked = pick(tried)
+    best = picked.tried
     shutil.copy2(best.path, work / RUNNABLE["onnx"])
     shutil.rmtree(scratch)
     cert = dict(best.cert)
@@ -313,20 +339,30 @@ def quantize_artifact(
     cert.update(gated=gated, inputs=f"held-out {source_desc}", calibration_items=len(calib_rows), cpu=cpu_info())
     choice = {
         **asdict(best.candidate),
-        "timing_batch": TIMING_BATCH,
-        "fp32_ms": round(fp32_s * 1e3, 3),
+        "timing_batch": RATIO_BATCH,
+        "timing": {
+            "batch": RATIO_BATCH, "threads": cpu_threads(), "rounds": rounds, "slice_s": SLICE_S,
+            "how": "fp32 and every candidate in turn, the order rotated each round; per round the fastest run "
+                   "of each slice, and the ratio to fp32's; speedup = median of the rounds' ratios, "
+                   "speedup_range = their min and max",
+        },
+        "fp32_ms": round(float(np.median(times["fp32"])) * 1e3, 3),
         "candidates": [
-            {**asdict(t.candidate), "ms": round(t.seconds * 1e3, 3), "speedup": round(fp32_s / t.seconds, 3),
-             "passed": t.cert["passed"], "figures": t.cert["figures"]}
+            {**asdict(t.candidate), **t.speed.record(), "passed": t.cert["passed"], "figures": t.cert["figures"]}
             for t in tried
         ],
-        "chosen_by": "fastest passing the thresholds" if best.cert["passed"] else "none passed: the most accurate",
-        "speedup": round(fp32_s / best.seconds, 3),
+        "chosen_by": picked.chosen_by,
+        "lead": None if picked.lead is None else round(picked.lead, 3),
+        "spread": None if picked.spread is None else round(picked.spread, 3),
+        "speedup": round(best.speed.median, 3),
+        "speedup_range": [round(best.speed.low, 3), round(best.speed.high, 3)],
         "bias_corrected_layers": corrected,
         "source": fp32.tag,
         "calibration": source_desc if spec.method == "static" else "none (dynamic)",
     }
-    progress(f"{plugin.name}: int8 {best.candidate.label} {choice['speedup']}x fp32; {cert['figures']}")
+    progress(f"{plugin.name}: int8 {best.candidate.label} {choice['speedup']}x fp32 "
+             f"({choice['speedup_range'][0]}-{choice['speedup_range'][1]} over {rounds} rounds), "
+             f"{choice['chosen_by'].split(':')[0]}; {cert['figures']}")
     if gated and not cert["passed"]:
         raise QuantizationError(
             f"{plugin.name} int8 misses its accuracy thresholds on {cert['held_out']} held-out inputs: "

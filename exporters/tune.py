@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.quantize import batch_times
+from exporters.rounds import batch_times
 from zoo import get
 from zoo.api import collate
 from zoo.artifact import find, store_name
@@ -56,7 +56,8 @@ def stored_precisions(name: str) -> dict[str, Any]:
 
 def measure(path: Path, batch: dict[str, np.ndarray], threads: int, seconds: float) -> tuple[float, float]:
     """(p50, p99) seconds of one batch over about `seconds`, after a warm-up run."""
-    times = batch_times(OrtRunner(path, threads=threads), batch, seconds, 5)
+    runner = OrtRunner(path, threads=threads)
+    times = batch_times(lambda: runner.run(batch), seconds, 5)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import benchreport, payloads, perfpage, scrape
+from loadtests import benchreport, int8_ratio, payloads, perfpage, scrape
 from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
@@ -250,42 +250,13 @@ class Bench:
         )
         return json.loads(out.read_text())
 
-    def paired(self, model: str, label: str, batch: int) -> dict[str, Any]:
-        """fp32 and int8 in-process backend rows/s at `batch`, alternated for a few rounds in two
-        idle workers: the median ratio is what the int8 speed-up target is judged on."""
-        workers = {
-            precision: subprocess.Popen(
-                [sys.executable, "-m", "loadtests.inprocess", "--serve", "--models", model], cwd=ROOT, text=True,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "ZOOSERVE_PRECISION": precision},
-            )
-            for precision in ("fp32", "int8")
-        }
-        try:
-            for worker in workers.values():
-                worker.stdout.readline()  # type: ignore[union-attr]  # {"ready": true}
-            rounds = []
-            for _ in range(self.plan.confirm_rounds):
-                rate = {}
-                for precision, worker in workers.items():
-                    command = {"label": label, "kind": "backend", "batch": batch, "seconds": self.plan.inprocess_s * 2}
-                    worker.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
-                    worker.stdin.flush()  # type: ignore[union-attr]
-                    rate[precision] = float(json.loads(worker.stdout.readline())["rows_per_s"])  # type: ignore[union-attr]
-                rounds.append({**rate, "ratio": round(rate["int8"] / rate["fp32"], 3)})
-        finally:
-            for worker in workers.values():
-                worker.stdin.close()  # type: ignore[union-attr]
-                worker.wait(60)
-        ratios = sorted(r["ratio"] for r in rounds)
-        return {"batch": batch, "rounds": rounds, "ratio": ratios[len(ratios) // 2]}
-
     def run_int8(self, model: str, chosen: list[Payload], entry: dict[str, Any]) -> None:
         """The int8 limit (next to fp32's, in the same run) and the int8 server's task and v2 steps."""
         limit = self.limit(model, sorted({p.label for p in chosen}), "int8")["models"][model]
         limit["cpu"] = cpu_info()  # int8 speed hangs on VNNI: every int8 figure names the CPU
         entry["int8"] = limit
-        for label, lab in limit["labels"].items():  # int8 / fp32 side by side, round after round
-            lab["paired"] = self.paired(model, label, lab["backend_best"]["batch"])
+        for label, lab in limit["labels"].items():  # int8 / fp32 as the export times it (loadtests/int8_ratio.py)
+            lab["paired"] = int8_ratio.paired(model, label)
         for level in self.levels[model]:
             for payload in (p for p in chosen if p.protocol in ("task", "v2bin")):
                 self.step("int8", payload.protocol, payload, level, self.folder / payload.file)

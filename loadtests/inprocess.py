@@ -74,19 +74,19 @@ def bench_items(model: str, processor: Any, tasks: Sequence[str]) -> dict[str, t
 class Limit:
     """One model loaded the server's way."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, precision: str | None = None) -> None:
         from services.config import load_settings
         from services.runtime.loading import load_from_store
         from zoo.cpu import cpu_threads
 
-        env = {**os.environ, "ZOOSERVE_MODELS": model}
+        env = {**os.environ, "ZOOSERVE_MODELS": model, **({"ZOOSERVE_PRECISION": precision} if precision else {})}
         self.settings = load_settings(env)
         parts = load_from_store(model, self.settings)
         self.plugin, self.processor, self.backend = parts.plugin, parts.processor, parts.runner
         self.threads = cpu_threads()
         self.pool = ThreadPoolExecutor(self.threads)
         self.max_batch = self.settings.for_model(model).max_batch_size
-        self.version = parts.version
+        self.version, self.metadata = parts.version, parts.metadata
 
     def compute(self, rows: list[Any]) -> list[Any]:
         from zoo.api import collate, split

@@ -1,4 +1,5 @@
-"""int8 recipe parts: bias correction through ORT's real quantizer, and how a candidate is chosen."""
+"""int8 recipe parts: bias correction through ORT's real quantizer, and how a candidate is chosen
+(the choice rule on constructed per-round timings: no clock in these tests)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from exporters.bias_correction import correct_biases, weight_error
-from exporters.quantize import STATIC, Candidate, Tried, pick, quantize_one
+from exporters.quantize import (
+    FASTEST,
+    MOST_ACCURATE,
+    NONE_PASSED,
+    ONLY_ONE,
+    STATIC,
+    Candidate,
+    Tried,
+    pick,
+    quantize_one,
+)
+from exporters.rounds import Speed
 
 CHANNELS = 16
 
@@ -68,14 +81,41 @@ def test_weight_grid_is_ort_per_channel_symmetric() -> None:
     assert np.abs(weight_error(weight, 64)).max() > np.abs(error).max()  # reduce_range: a coarser grid
 
 
-def tried(seconds: float, index: int, passed: bool, top1: float) -> Tried:
+def tried(rounds: tuple[float, ...], index: int, passed: bool, top1: float) -> Tried:
+    """A candidate with constructed per-round speed-ups over fp32 (no clock involved)."""
     cert = {"passed": passed, "failed": [] if passed else ["top1_agreement"],
             "thresholds": {"top1_agreement": 0.98}, "figures": {"top1_agreement": top1}}
-    return Tried(seconds, index, Path(f"c{index}.onnx"), Candidate("static", "QDQ", "uint8"), cert)
+    return Tried(Speed(rounds, 0.01), index, Path(f"c{index}.onnx"), Candidate("static", "QDQ", "uint8"), cert)
 
 
-def test_the_fastest_candidate_that_passes_wins_else_the_most_accurate() -> None:
-    saturating, exact, slow = tried(0.010, 0, False, 0.68), tried(0.012, 1, True, 0.99), tried(0.02, 2, True, 1.0)
-    assert pick([saturating, exact, slow]) is exact  # faster but wrong is not a speed-up
-    near = tried(0.015, 3, False, 0.87)
-    assert pick([saturating, near]) is near  # none passes: the closest to the spec, for the report and the gate
+def test_the_fastest_passing_candidate_wins_only_beyond_the_spread_between_rounds() -> None:
+    saturating = tried((4.0, 4.1, 3.9), 0, False, 0.68)  # fastest of all, but it disagrees with fp32
+    fast = tried((3.4, 3.5, 3.3), 1, True, 0.985)
+    slower = tried((2.4, 2.5, 2.6), 2, True, 0.99)
+    choice = pick([saturating, fast, slower])
+    assert choice.tried is fast and choice.chosen_by == FASTEST  # faster but wrong is not a speed-up
+    assert choice.lead == pytest.approx(0.9) and choice.spread == pytest.approx(0.2)  # medians 3.4 and 2.5
+
+    # 8-bit and 7-bit weights of one speed: the median says 8-bit leads, the rounds say it is noise
+    eight = tried((3.4, 3.0, 3.6), 0, True, 0.981)
+    seven = tried((3.2, 3.5, 3.1), 1, True, 0.99)
+    choice = pick([eight, seven])
+    assert choice.tried is seven and choice.chosen_by == MOST_ACCURATE
+    assert choice.lead == pytest.approx(0.2) and choice.spread == pytest.approx(0.6)
+    assert pick([seven, eight]).tried is seven  # the order they were tried in does not decide
+
+    # within the spread of the fastest and equally accurate (QDQ and QOperator of one recipe): the
+    # first tried, whichever median the noise put ahead; a slow, exact one is out of reach
+    twin = tried((3.5, 3.6, 3.55), 1, True, 0.981)
+    exact_but_slow = tried((1.0, 1.05, 0.95), 2, True, 1.0)
+    choice = pick([eight, twin, exact_but_slow])
+    assert choice.tried is eight and choice.chosen_by == MOST_ACCURATE
+
+
+def test_one_passing_candidate_or_none() -> None:
+    saturating, exact = tried((4.0, 4.1), 0, False, 0.68), tried((2.0, 2.1), 1, True, 0.99)
+    assert pick([saturating, exact]).tried is exact and pick([saturating, exact]).chosen_by == ONLY_ONE
+    near = tried((1.5, 1.6), 3, False, 0.87)
+    choice = pick([saturating, near])
+    assert choice.tried is near and choice.chosen_by == NONE_PASSED  # the closest to the spec, for the gate
+    assert choice.lead is None and choice.spread is None

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,13 +24,26 @@ import yaml
 
 import zoo
 from exporters.export import export
-from exporters.quantize import QuantizationError
+from exporters.quantize import (
+    FASTEST,
+    MOST_ACCURATE,
+    NONE_PASSED,
+    ONLY_ONE,
+    Candidate,
+    Choice,
+    QuantizationError,
+    Tried,
+    pick,
+)
+from exporters.rounds import Speed
 from exporters.tune import Cell, choose, config_section
+from loadtests import int8_ratio
 from services.config import ConfigError, load_settings
 from services.runtime.loading import load_from_store
 from tests.helpers import ROOT, http_json, running_server
 from zoo.api import ExportSpec, Int8Spec
 from zoo.artifact import find, store_name
+from zoo.cpu import cpu_threads
 from zoo.models.resnet import ResNet18
 
 ZOO = [sys.executable, "-m", "exporters.cli"]
@@ -67,6 +81,17 @@ def small() -> Iterator[str]:
     zoo.unregister(SmallResNet.name)
 
 
+def picked_again(choice: dict[str, Any], thresholds: dict[str, float]) -> Choice:
+    """The choice rule applied again to the figures an export recorded (no clock involved)."""
+    tried = []
+    for index, c in enumerate(choice["candidates"]):
+        failed = [k for k, v in thresholds.items() if c["figures"][k] < v]
+        cert = {"figures": c["figures"], "thresholds": thresholds, "passed": c["passed"], "failed": failed}
+        candidate = Candidate(c["method"], c["format"], c["activation"], c["weights"])
+        tried.append(Tried(Speed(tuple(c["rounds"]), c["ms"] / 1e3), index, Path(), candidate, cert))
+    return pick(tried)
+
+
 def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: str, bentoml_home: Path) -> None:
     result = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
     art = result.artifact
@@ -79,14 +104,22 @@ def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: st
     assert tried == {("QDQ", "uint8", "int8"), ("QOperator", "uint8", "int8"), ("QDQ", "int8", "int8"),
                      ("QDQ", "uint8", "int7")}
     assert all(set(c["figures"]) == set(cert["figures"]) for c in choice["candidates"])  # each one certified
-    passing = [c for c in choice["candidates"] if c["passed"]]
-    chosen = (choice["format"], choice["activation"], choice["weights"])
-    if passing:
-        fastest = min(passing, key=lambda c: c["ms"])
-        assert chosen == (fastest["format"], fastest["activation"], fastest["weights"])
-        assert choice["chosen_by"] == "fastest passing the thresholds"
-    else:
-        assert choice["chosen_by"] == "none passed: the most accurate"
+    timing = choice["timing"]  # fp32 and the candidates timed in alternated rounds, as served
+    assert (timing["batch"], timing["threads"], timing["rounds"]) == (4, cpu_threads(), 5)
+    assert choice["timing_batch"] == 4 and choice["fp32_ms"] > 0
+    for c in choice["candidates"]:  # per candidate: each round's ratio to fp32, their median and range
+        assert len(c["rounds"]) == 5 and c["ms"] > 0
+        assert c["speedup_range"] == [min(c["rounds"]), max(c["rounds"])]
+        assert c["speedup_range"][0] <= c["speedup"] <= c["speedup_range"][1]
+    # the recorded figures and certificates reproduce the choice under the rule (faster only beyond the spread)
+    again = picked_again(choice, cert["thresholds"])
+    assert asdict(again.tried.candidate) == {k: choice[k] for k in ("method", "format", "activation", "weights")}
+    assert choice["chosen_by"] == again.chosen_by
+    assert choice["chosen_by"] in (FASTEST, MOST_ACCURATE, ONLY_ONE, NONE_PASSED)
+    if sum(c["passed"] for c in choice["candidates"]) > 1:  # lead and spread say why
+        assert choice["lead"] is not None and choice["spread"] is not None
+        assert (choice["chosen_by"] == FASTEST) == (choice["lead"] > choice["spread"])
+    assert choice["speedup_range"][0] <= choice["speedup"] <= choice["speedup_range"][1]
     assert choice["bias_corrected_layers"] == 21  # ResNet-18: 20 convolutions and the classifier
     assert set(cert["figures"]) == {"top1_agreement", "top5_agreement", "cosine_mean", "cosine_min"}
     assert cert["held_out"] == 64 and cert["calibration_items"] == 32 and "crops" in cert["inputs"]
@@ -94,6 +127,14 @@ def test_int8_export_is_stored_beside_fp32_with_choice_and_certificate(small: st
     assert not cert["gated"] and cert["cpu"]["model"] and "threads" in cert["cpu"]
     again = export(small, precision="int8", overrides=SMALL_IMAGE, progress=quiet)
     assert not again.created and again.artifact.tag == art.tag
+    # `python -m loadtests.int8_ratio`: a plain session's ratio, the export's own, and bench's, side by side
+    out = int8_ratio.report(small, rounds=2, threads=1)
+    assert out["export"]["ratio"] == choice["speedup"] and out["export"]["batch"] == choice["timing_batch"]
+    assert out["bench"]["versions"] == {"fp32": choice["source"].split(":")[1], "int8": art.version}
+    assert (out["bench"]["batch"], out["bench"]["threads"], len(out["bench"]["rounds"])) == (4, cpu_threads(), 2)
+    assert out["plain"]["threads"] == 1 and len(out["plain"]["rounds"]) == 2
+    text = "\n".join(int8_ratio.lines(out))
+    assert cert["cpu"]["model"] in text and "(a) plain" in text and "(b) the int8 export" in text
 
 
 def test_own_calibration_folder_is_another_artifact(small: str, bentoml_home: Path, tmp_path: Path) -> None:
@@ -113,6 +154,8 @@ def test_dynamic_int8_certificates(name: str, bentoml_home: Path) -> None:
     art = export(name, precision="int8", overrides=zoo.get(name).test_overrides, progress=quiet).artifact
     choice, cert = art.metadata["quantization"], art.metadata["certificate"]
     assert choice["method"] == "dynamic" and choice["calibration"] == "none (dynamic)"
+    assert len(choice["candidates"]) == 1 and len(choice["candidates"][0]["rounds"]) == choice["timing"]["rounds"]
+    assert choice["chosen_by"] in (ONLY_ONE, NONE_PASSED) and choice["lead"] is None
     wanted = {"gan_generator": "psnr_db", "bert": "cosine_mean", "lstm_sentiment": "top1_agreement"}[name]
     assert wanted in cert["figures"] and wanted in cert["thresholds"], cert
     if name == "bert":
