@@ -72,9 +72,9 @@ async def _answer(
     with tracing.stage("decode"):
         runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
         call.runtime = runtime
-        runtime.check_ready()
         timeout, priority = codecs.request_control(headers, data, multipart)
         task_request = codec.read(data, multipart, limits)
+    timeout = await watch(hub.resident(runtime, timeout))  # under a memory budget: loaded on demand
     if task_request.items is None:
         task_request.items = runtime.sample(task_request.count)
     try:

@@ -43,6 +43,7 @@ from services.errors import UNAUTHENTICATED
 from services.runtime.hub import Hub
 from services.runtime.lifecycle import Repository
 from services.runtime.loading import missing_artifacts
+from services.runtime.memory import budget_problems
 
 log = logging.getLogger("zooserve")
 
@@ -165,9 +166,11 @@ for _name, _api in task_apis(hub).items():
 
 
 def _start_problems() -> list[str]:
-    """What stops a server before it starts: a bad setting or manifest, a missing artifact."""
+    """What stops a server before it starts: a bad setting or manifest, a missing artifact, a model
+    the memory budget cannot hold."""
     try:
-        return missing_artifacts(load_settings())
+        settings = load_settings()
+        return missing_artifacts(settings) + budget_problems(settings)
     except ConfigError as exc:
         return [str(exc)]
 

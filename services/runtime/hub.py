@@ -18,8 +18,9 @@ from typing import Any
 
 from services import tracing
 from services.config import Settings
-from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
+from services.errors import BadRequest, NotFound, Overloaded, Unavailable, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
+from services.runtime.budget import MemoryBudget
 from services.runtime.loading import Loader, load_from_store, store_versions
 from services.runtime.model import ModelRuntime
 from services.runtime.versions import VersionSet, wanted_versions
@@ -94,6 +95,7 @@ class Hub:
         self.unloaded: set[str] = set()
         self.initial_load: asyncio.Task[None] | None = None
         self.repository: Any = None  # services.runtime.lifecycle.Repository while the API is on
+        self.budget: MemoryBudget | None = None  # loads, evictions and memory (services/runtime/budget.py)
 
     @property
     def settings(self) -> Settings:
@@ -120,8 +122,9 @@ class Hub:
     ) -> None:
         """Create every configured model, each version its config asks for (but the models in
         `skip`: unloaded through the repository API before a restart), and load them in the
-        background."""
+        background: every one, or under a memory budget the pinned and warm ones."""
         self._settings = settings
+        self.budget = MemoryBudget(settings, loader)
         self.unloaded = set(skip or ()) & set(settings.models)
         for name in settings.models:
             if name in self.unloaded:
@@ -146,8 +149,13 @@ class Hub:
 
     async def _load_all(self, loader: Loader) -> None:
         # Sequential loads: on a small machine parallel loads only contend for the same cores.
+        assert self.budget is not None
         for runtime in self.runtimes():
-            await runtime.load(loader)
+            if runtime.memory.warm or not self.budget.on_demand:
+                try:
+                    await self.budget.load(runtime, self.settings.warmup_s, loader)
+                except Unavailable as exc:  # no room (pinned models fill the budget): unready, saying why
+                    runtime.status.error = exc.message
         assert self.board is not None
         self.board.publish(self.ready_here)
 
@@ -159,6 +167,8 @@ class Hub:
                 await task
         if self.board is not None:
             self.board.withdraw()
+        if self.budget is not None:
+            await self.budget.stop()
         await asyncio.gather(*(m.close() for m in self.runtimes()))
 
     def runtimes(self) -> list[ModelRuntime]:
@@ -168,8 +178,22 @@ class Hub:
     # -- readiness -----------------------------------------------------------------------------
     @property
     def ready_here(self) -> bool:
-        """Every model of this worker is loaded and warm (those unloaded on purpose aside)."""
-        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.runtimes())
+        """Every model of this worker is loaded and warm (those unloaded on purpose aside); under a
+        memory budget, every pinned model is loaded and every warm one was loaded once."""
+        return bool(self.models or self.unloaded) and all(self._counted_ready(m) for m in self.runtimes())
+
+    def _counted_ready(self, runtime: ModelRuntime) -> bool:
+        if self.budget is None or not self.budget.on_demand or runtime.memory.pinned:
+            return runtime.status.ready
+        return runtime.memory.loads > 0 or not runtime.memory.warm  # the others load on demand
+
+    async def resident(self, runtime: ModelRuntime, timeout: float | None) -> float | None:
+        """Return once `runtime` can serve (under a memory budget: loaded on demand, waiting at most
+        the request's timeout; 503 otherwise); the timeout the request has left."""
+        if self.budget is None:
+            runtime.check_ready()
+            return timeout
+        return await self.budget.resident(runtime, timeout)
 
     @property
     def ready(self) -> bool:
@@ -195,15 +219,20 @@ class Hub:
                     "precision": m.config.precision,
                     "declared": m.declared,
                     "certificate": m.certificate,
+                    "memory": m.memory.describe(),
                 }
                 for name, m in self.models.items()
             },
         }
+        if self.budget is not None:
+            body["memory"] = self.budget.describe()
         for name, versions in self.sets.items():
             if len(versions.runtimes) > 1:
                 body["models"][name]["ready"] = all(r.status.ready for r in versions.runtimes)
                 body["models"][name]["versions"] = [
-                    {"version": r.version, "ready": r.status.ready, "error": r.status.error} for r in versions.runtimes
+                    {"version": r.version, "ready": r.status.ready, "error": r.status.error}
+                    | {"memory": r.memory.describe()}
+                    for r in versions.runtimes
                 ]
         for name in sorted(self.unloaded):
             body["models"][name] = {"ready": False, "state": "UNAVAILABLE", "error": "unloaded"}
