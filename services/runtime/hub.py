@@ -22,6 +22,7 @@ from services.errors import BadRequest, NotFound, Overloaded, Unavailable, clip,
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
 from services.runtime.budget import MemoryBudget
 from services.runtime.loading import Loader, load_from_store, store_versions
+from services.runtime.memory import expected_cost
 from services.runtime.model import ModelRuntime
 from services.runtime.versions import VersionSet, wanted_versions
 from services.runtime.workers import WorkerBoard
@@ -150,6 +151,8 @@ class Hub:
     async def _load_all(self, loader: Loader) -> None:
         # Sequential loads: on a small machine parallel loads only contend for the same cores.
         assert self.budget is not None
+        for runtime in self.runtimes():  # what each will cost, for /readyz before any load
+            runtime.memory.cost = await asyncio.to_thread(expected_cost, runtime.name, runtime.settings)
         for runtime in self.runtimes():
             if runtime.memory.warm or not self.budget.on_demand:
                 try:
