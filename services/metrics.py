@@ -140,6 +140,7 @@ class ModelMetrics:
         self.evictions = MODEL_EVICTIONS.labels(*labels)
         self.load_seconds = MODEL_LOAD_SECONDS.labels(*labels)
         self.resident = RESIDENT_BYTES.labels(*labels)
+        self.load_waits = load_waits(labels)
         self.requests = RequestMetrics(labels)
 
 

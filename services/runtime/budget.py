@@ -123,8 +123,8 @@ class MemoryBudget:
 
     def _waited(self, runtime: ModelRuntime, outcome: str, started: float) -> float:
         waited = time.monotonic() - started
-        labels = runtime.metrics.labels if runtime.metrics is not None else runtime.requests.labels
-        load_waits(labels)[outcome].observe(waited)
+        series = runtime.metrics.load_waits if runtime.metrics is not None else load_waits(runtime.requests.labels)
+        series[outcome].observe(waited)
         return waited
 
     @staticmethod
