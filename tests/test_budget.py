@@ -161,13 +161,15 @@ def test_lru_order_and_pinning(four: Served) -> None:
     for name in ("cnt_a", "cnt_b"):
         answer = four.count(name)
         assert answer.status_code == 200 and answer.json()["results"] == [{"words": 3}], answer.text
+        assert int(answer.headers["zooserve-load-wait-ms"]) >= 0  # it waited for a load: cold
+    assert "zooserve-load-wait-ms" not in four.count("cnt_b").headers  # warm
     assert four.count("cnt_c").status_code == 200  # room for c: a goes, the least recently used
     assert four.states() == {"cnt_pinned": "resident", "cnt_a": "evicted", "cnt_b": "resident", "cnt_c": "resident"}
     assert metric("zooserve_model_evictions_total", "cnt_a") == evictions + 1
     assert four.count("cnt_b").status_code == 200  # b used after c: c is the least recently used now
     assert four.count("cnt_a").status_code == 200
     assert four.states() == {"cnt_pinned": "resident", "cnt_a": "resident", "cnt_b": "resident", "cnt_c": "evicted"}
-    assert four.loader.calls == ["cnt_pinned", "cnt_a", "cnt_b", "cnt_c", "cnt_a"]
+    assert four.loader.calls == ["cnt_pinned", "cnt_a", "cnt_b", "cnt_c", "cnt_a"]  # no load for a warm request
     memory = hub.readiness()["memory"]
     assert memory["used_bytes"] == 300 * MiB and memory["budget_bytes"] == 350 * MiB
     assert REGISTRY.get_sample_value("zooserve_memory_used_bytes") == 300 * MiB

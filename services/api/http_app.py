@@ -41,10 +41,11 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
             return codecs.unless_disconnected(request, work)
 
         answer, answerer = await _answer(hub, codec, call, data, multipart, request.headers, watch)
+        headers = {**answerer.headers(), **call.headers()}  # call: a wait for a load on demand
         if isinstance(answer, Response):
-            answer.headers.update(answerer.headers())
+            answer.headers.update(headers)
             return answer
-        return JSONResponse(answer, headers=answerer.headers())
+        return JSONResponse(answer, headers=headers)
 
 
 async def run_body(hub: Hub, codec: TaskCodec, data: Mapping[str, Any]) -> Any:
@@ -74,7 +75,7 @@ async def _answer(
         call.runtime = runtime
         timeout, priority = codecs.request_control(headers, data, multipart)
         task_request = codec.read(data, multipart, limits)
-    timeout = await watch(hub.resident(runtime, timeout))  # under a memory budget: loaded on demand
+    timeout = await watch(hub.resident(call, timeout))  # under a memory budget: loaded on demand
     if task_request.items is None:
         task_request.items = runtime.sample(task_request.count)
     try:

@@ -30,6 +30,7 @@ from zoo import get
 from zoo.api import Task
 
 log = logging.getLogger("zooserve")
+LOAD_WAIT_HEADER = "zooserve-load-wait-ms"
 
 
 class Observed:
@@ -39,7 +40,7 @@ class Observed:
     body) the request counts under model="", so no request value ever becomes a label.
     """
 
-    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span")
+    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span", "load_wait")
 
     def __init__(self, hub: Hub, protocol: str, carrier: Mapping[str, str] | None = None) -> None:
         self.hub = hub
@@ -48,10 +49,15 @@ class Observed:
         self.started = 0.0
         self.carrier = carrier  # headers or gRPC metadata: the client's trace context
         self.span: tracing.RequestSpan | None = None
+        self.load_wait: float | None = None  # seconds it waited for its model to load on demand
 
     @property
     def runtime(self) -> ModelRuntime | None:
         return self._runtime
+
+    def headers(self) -> dict[str, str]:
+        """What a task answer adds about this request: a wait for a load on demand (cold start)."""
+        return {} if self.load_wait is None else {LOAD_WAIT_HEADER: str(round(self.load_wait * 1000))}
 
     @runtime.setter
     def runtime(self, runtime: ModelRuntime) -> None:
@@ -190,13 +196,21 @@ class Hub:
             return runtime.status.ready
         return runtime.memory.loads > 0 or not runtime.memory.warm  # the others load on demand
 
-    async def resident(self, runtime: ModelRuntime, timeout: float | None) -> float | None:
-        """Return once `runtime` can serve (under a memory budget: loaded on demand, waiting at most
-        the request's timeout; 503 otherwise); the timeout the request has left."""
+    async def resident(self, call: Observed, timeout: float | None) -> float | None:
+        """Return once the call's runtime can serve (under a memory budget: loaded on demand,
+        waiting at most the request's timeout; 503 otherwise); the timeout the request has left."""
+        runtime = call.runtime
+        assert runtime is not None, "resolve the model first"
         if self.budget is None:
             runtime.check_ready()
             return timeout
-        return await self.budget.resident(runtime, timeout)
+        if runtime.status.ready:
+            return await self.budget.resident(runtime, timeout)  # marks it used (LRU)
+        started = time.perf_counter()
+        try:
+            return await self.budget.resident(runtime, timeout)
+        finally:
+            call.load_wait = time.perf_counter() - started
 
     @property
     def ready(self) -> bool:
