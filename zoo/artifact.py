@@ -14,7 +14,8 @@ finds the first copy instead of writing a second.
                                                            and the accuracy certificate (against fp32)
         resident.json                                      what serving measured at its last load, per
                                                            backend/device/precision: resident bytes (RSS
-                                                           growth across load and warm-up), load seconds
+                                                           growth across load and warm-up), the peak
+                                                           growth while loading, load seconds
         model.yaml                                         BentoML's own record
 
 An ONNX file imported by `zoo import` is stored the same way (its graph as model.onnx, its
@@ -172,12 +173,18 @@ def read_resident(folder: Path) -> dict[str, dict[str, Any]]:
     return found if isinstance(found, dict) else {}
 
 
-def record_resident(folder: Path, key: str, resident_bytes: int, load_seconds: float) -> bool:
-    """Record a load's measured cost in the artifact's folder, under `key` (backend/device/precision),
-    so that the next load knows it in advance.  Written atomically (several workers load the same
-    artifact); False when the store is read-only (a packed bento): serving goes on without it."""
+def record_resident(folder: Path, key: str, resident_bytes: int, peak_bytes: int, load_seconds: float) -> bool:
+    """Record a load's measured cost in the artifact's folder, under `key` (backend/device/precision):
+    the bytes it kept and the most it held while loading, so that the next load knows both in
+    advance.  Written atomically (several workers load the same artifact); False when the store is
+    read-only (a packed bento): serving goes on without it."""
     records = read_resident(folder)
-    records[key] = {"bytes": int(resident_bytes), "load_seconds": round(load_seconds, 3), "measured": int(time.time())}
+    records[key] = {
+        "bytes": int(resident_bytes),
+        "peak_bytes": int(peak_bytes),
+        "load_seconds": round(load_seconds, 3),
+        "measured": int(time.time()),
+    }
     temporary = folder / f".{RESIDENT_FILE}.{os.getpid()}"
     try:
         temporary.write_text(json.dumps(records, indent=1, sort_keys=True))

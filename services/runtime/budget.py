@@ -200,7 +200,9 @@ class MemoryBudget:
         runtime.memory.cost = cost
         if self.limit is not None and cost.bytes > self.limit:
             raise Unavailable(self.too_large(runtime.name, cost), "model")
-        await self._make_room(load, cost.bytes)
+        # room for the load's peak (its session built beside the file it reads), then it keeps `bytes`;
+        # a peak past the whole budget takes the whole budget
+        await self._make_room(load, min(cost.room, self.limit or cost.room))
         runtime.memory.state = LOADING
         load.why = "it is loading"
         await runtime.load(load.loader)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from services.config import Settings
 from services.runtime.loading import Parts, resolve_artifact
@@ -38,14 +40,46 @@ def rss_bytes() -> int:
         return 0
 
 
+class PeakSampler:
+    """The highest RSS while a load runs, sampled every few milliseconds from a thread: a backend
+    builds its session beside the file it reads, so a load needs room for more than it keeps."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.interval_s = interval_s
+        self.before = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="zooserve-rss", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> PeakSampler:
+        self.before = self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
 @dataclass(frozen=True)
 class Cost:
-    """Bytes a model holds when loaded, and where the figure comes from: declared (the manifest's
-    `resident_bytes`), measured (this worker's load), recorded (an earlier load's record),
-    estimated (the runnable file's size, never loaded yet) or unknown (no artifact found)."""
+    """Bytes a model holds when loaded (`bytes`) and at the peak of its load (`peak`), and where the
+    figures come from: declared (the manifest's `resident_bytes`), measured (this worker's load),
+    recorded (an earlier load's record), estimated (never loaded: the runnable file's size, twice
+    that at the peak) or unknown (no artifact found)."""
 
     bytes: int = 0
     source: str = "unknown"
+    peak: int = 0
+
+    @property
+    def room(self) -> int:
+        """What a load must find free before it starts."""
+        return max(self.bytes, self.peak)
 
 
 @dataclass
@@ -69,6 +103,7 @@ class Residency:
             "warm": self.warm,
             "resident_bytes": self.charge if self.state == RESIDENT else 0,
             "cost_bytes": self.cost.bytes,
+            "load_peak_bytes": self.cost.room,
             "cost_source": self.cost.source,
             "loads": self.loads,
             "evictions": self.evictions,
@@ -80,36 +115,40 @@ def record_key(name: str, settings: Settings) -> str:
     return f"{settings.backend_for(name)}/{settings.device}/{settings.for_model(name).precision}"
 
 
+def declared_cost(name: str, settings: Settings) -> Cost | None:
+    """The manifest's `resident_bytes` of `name`, when it declares one: it replaces any measurement."""
+    declared = int(settings.for_model(name).resident_bytes)
+    return Cost(declared, "declared", declared) if declared else None
+
+
 def expected_cost(name: str, settings: Settings) -> Cost:
     """The cost of loading `name` as `settings` serve it, before loading it (reads the store)."""
-    declared = int(settings.for_model(name).resident_bytes)
-    if declared:
-        return Cost(declared, "declared")
+    declared = declared_cost(name, settings)
+    if declared is not None:
+        return declared
     try:
         artifact = resolve_artifact(name, settings)
     except LookupError:
         return Cost()
     record = read_resident(artifact.path).get(record_key(name, settings)) or {}
     if int(record.get("bytes") or 0) > 0:
-        return Cost(int(record["bytes"]), "recorded")
+        return Cost(int(record["bytes"]), "recorded", int(record.get("peak_bytes") or 0))
     size = artifact.runnable.stat().st_size if artifact.runnable.is_file() else 0
-    return Cost(size, "estimated")
+    return Cost(size, "estimated", 2 * size)
 
 
-def measured_cost(name: str, settings: Settings, parts: Parts, growth: int) -> Cost:
-    """A load's cost: the declared figure, else its RSS growth, never less than its weights file
+def measured_cost(parts: Parts, sampler: PeakSampler) -> Cost:
+    """What a load took: the RSS growth it kept and at its peak, never less than its weights file
     (RSS can shrink across a load when other models free memory meanwhile)."""
-    declared = int(settings.for_model(name).resident_bytes)
-    if declared:
-        return Cost(declared, "declared")
-    return Cost(max(growth, parts.weights_bytes), "measured")
+    kept = max(rss_bytes() - sampler.before, parts.weights_bytes)
+    return Cost(kept, "measured", max(sampler.peak - sampler.before, kept))
 
 
-def record(name: str, settings: Settings, parts: Parts, growth: int, seconds: float) -> None:
+def record(name: str, settings: Settings, parts: Parts, measured: Cost, seconds: float) -> None:
     """Write a load's measurement with its artifact (nothing for parts not from the store)."""
     if parts.folder is None:
         return
-    if not record_resident(parts.folder, record_key(name, settings), max(growth, parts.weights_bytes), seconds):
+    if not record_resident(parts.folder, record_key(name, settings), measured.bytes, measured.peak, seconds):
         log.info("model %s: the store is read-only; its measured cost is not recorded", name)
 
 

@@ -27,7 +27,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable
 from services.metrics import ModelMetrics, RequestMetrics
 from services.runtime.batcher import Batcher
 from services.runtime.loading import Loader, Parts, release_memory
-from services.runtime.memory import Residency, measured_cost, record, rss_bytes
+from services.runtime.memory import PeakSampler, Residency, declared_cost, measured_cost, record
 from zoo import backends
 from zoo.api import BadInput, Processor, Row, Task, collate, split
 from zoo.cpu import cpu_threads
@@ -108,11 +108,12 @@ class ModelRuntime:
     async def load(self, loader: Loader) -> None:
         """Build the parts off the event loop, attach and warm them; measure what the load cost
         (RSS growth: services/runtime/memory.py) and record it with the artifact; record failures."""
-        started, before = time.perf_counter(), rss_bytes()
+        started = time.perf_counter()
         self.status.error = None
         try:
-            parts = await asyncio.to_thread(loader, self.name, self.settings)
-            await self.attach(parts)
+            with PeakSampler() as sampler:
+                parts = await asyncio.to_thread(loader, self.name, self.settings)
+                await self.attach(parts)
         except Exception as exc:  # the service stays up, not ready, and says why
             self.status.error = f"{type(exc).__name__}: {exc}"
             self.memory.failed_at = time.monotonic()
@@ -121,16 +122,16 @@ class ModelRuntime:
                 await self.free()  # a failed warm-up holds no memory
             return
         seconds = time.perf_counter() - started
-        growth = rss_bytes() - before
         self.status.load_seconds = round(seconds, 3)
-        self.memory.cost = measured_cost(self.name, self.settings, parts, growth)
+        measured = measured_cost(parts, sampler)
+        self.memory.cost = declared_cost(self.name, self.settings) or measured
         self.memory.loads += 1
         metrics = self._metrics()
         metrics.load_duration.set(self.status.load_seconds)
         metrics.loads.inc()
         metrics.load_seconds.observe(seconds)
         metrics.resident.set(self.memory.cost.bytes)
-        await asyncio.to_thread(record, self.name, self.settings, parts, growth, seconds)
+        await asyncio.to_thread(record, self.name, self.settings, parts, measured, seconds)
         log.info(
             "model %s (%s) ready in %.2f s, holding %.1f MiB (%s)",
             self.name, self.version, seconds, self.memory.cost.bytes / 2**20, self.memory.cost.source,
