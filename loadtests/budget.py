@@ -77,9 +77,12 @@ def drive(server: Server, entries: list[str], clients: int, seconds: float, pid:
             status, took, cold = send(server.url + path, body)
             results.append((name, status, took, cold))
 
-    def sample() -> None:
+    def sample() -> None:  # RSS against what the budget counts: what the accounting leaves out
         while time.monotonic() < stop:
-            peak["rss"] = max(peak["rss"], proc_memory(pid)["VmRSS"])
+            rss = proc_memory(pid)["VmRSS"]
+            used = http_json(f"{server.url}/readyz", timeout=30)[1]["memory"]["used_bytes"]
+            peak["rss"] = max(peak["rss"], rss, proc_memory(pid)["VmRSS"])
+            peak["beyond_used"] = max(peak.get("beyond_used", 0), rss - used)
             time.sleep(0.2)
 
     threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
@@ -97,6 +100,7 @@ def drive(server: Server, entries: list[str], clients: int, seconds: float, pid:
         "warm": percentiles([r[2] for r in ok if not r[3]]),
         "requests_per_entry": dict(Counter(r[0] for r in results)),
         "peak_rss_sampled": peak["rss"],
+        "peak_rss_beyond_used": peak.get("beyond_used", 0),  # the server's own memory and what eviction left
     }
 
 
@@ -147,6 +151,8 @@ def show(name: str, result: dict[str, Any]) -> str:
         f"gave up (503) {result['during_run'].get('waits_gave_up', 0):.0f}",
         f"RSS at ready {result['rss_at_ready'] / MiB:.0f} MiB, peak {result['peak_rss'] / MiB:.0f} MiB, models held at "
         f"the end {result['used_at_end'] / MiB:.0f} MiB ({len(result['resident_at_end'])} of {len(result['costs'])})",
+        f"RSS beyond what the loaded models were counted at, at most {result['peak_rss_beyond_used'] / MiB:.0f} MiB "
+        f"(RSS at ready {result['rss_at_ready'] / MiB:.0f} MiB)",
         f"cold {result['cold']}, warm {result['warm']}",
     ]
     if budget is not None:

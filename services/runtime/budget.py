@@ -161,7 +161,7 @@ class MemoryBudget:
 
     async def _run(self, load: Load) -> None:
         runtime = load.runtime
-        before = runtime.memory.state
+        before, runtime.memory.state = runtime.memory.state, LOADING  # queued, making room, or loading
         try:
             await self._turn(load)
             try:
@@ -203,7 +203,6 @@ class MemoryBudget:
         # room for the load's peak (its session built beside the file it reads), then it keeps `bytes`;
         # a peak past the whole budget takes the whole budget
         await self._make_room(load, min(cost.room, self.limit or cost.room))
-        runtime.memory.state = LOADING
         load.why = "it is loading"
         await runtime.load(load.loader)
         if not runtime.status.ready:
