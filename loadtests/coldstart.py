@@ -168,13 +168,15 @@ def main() -> None:
     parser.add_argument("--large", help="default: the exported model with the largest weights file")
     parser.add_argument("--rounds", type=int, default=8, help="cold requests per model (each one a load)")
     parser.add_argument("--warm", type=int, default=40, help="warm requests per model")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     register_stored()  # `zoo import`ed models are candidates too
     small, large = pick(list_models())
     result = run(home, args.small or small, args.large or large, args.rounds, args.warm)
-    print(json.dumps(result, indent=1))
     print(table(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
