@@ -172,7 +172,8 @@ def main() -> None:
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     register_stored()  # `zoo import`ed models (int8 twins, your own) are entries too
     entries = [m for m in args.models.split(",") if m] or [m for m in exported_models() if task_request(m)]
-    print(f"{len(entries)} entries: {', '.join(entries)}; CPU {cpu_info()['model']}, {os.cpu_count()} cores")
+    print(f"{len(entries)} entries: {', '.join(entries)}; CPU {cpu_info()['model']}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share them)")  # fmt: skip
     loaded = run(home, entries, args.clients, args.seconds, None)
     print(show("everything loaded", loaded), flush=True)
     costs = loaded["costs"]
@@ -183,6 +184,7 @@ def main() -> None:
           f"(the smallest {fits} entries fit at once)")  # fmt: skip
     limited = run(home, entries, args.clients, args.seconds, budget)
     print(show("under the budget", limited))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         args.out.write_text(json.dumps({"loaded": loaded, "budget": limited}, indent=1))
 
