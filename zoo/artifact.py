@@ -15,7 +15,8 @@ finds the first copy instead of writing a second.
         resident.json                                      what serving measured at its last load, per
                                                            backend/device/precision: resident bytes (RSS
                                                            growth across load and warm-up), the peak
-                                                           growth while loading, load seconds
+                                                           growth while loading, load seconds, and
+                                                           what its last eviction gave back
         model.yaml                                         BentoML's own record
 
 An ONNX file imported by `zoo import` is stored the same way (its graph as model.onnx, its
@@ -173,18 +174,15 @@ def read_resident(folder: Path) -> dict[str, dict[str, Any]]:
     return found if isinstance(found, dict) else {}
 
 
-def record_resident(folder: Path, key: str, resident_bytes: int, peak_bytes: int, load_seconds: float) -> bool:
-    """Record a load's measured cost in the artifact's folder, under `key` (backend/device/precision):
-    the bytes it kept and the most it held while loading, so that the next load knows both in
-    advance.  Written atomically (several workers load the same artifact); False when the store is
-    read-only (a packed bento): serving goes on without it."""
+def record_resident(folder: Path, key: str, figures: dict[str, float]) -> bool:
+    """Record what serving measured in the artifact's folder, under `key` (backend/device/precision),
+    merged into what is there: at a load the bytes it kept, the most it held while loading and the
+    seconds it took; at an eviction the bytes it gave back (`held_bytes`: what it held after
+    serving, the arena of the batches it ran included).  The next load knows them in advance.
+    Written atomically (several workers load the same artifact); False when the store is read-only
+    (a packed bento): serving goes on without it."""
     records = read_resident(folder)
-    records[key] = {
-        "bytes": int(resident_bytes),
-        "peak_bytes": int(peak_bytes),
-        "load_seconds": round(load_seconds, 3),
-        "measured": int(time.time()),
-    }
+    records[key] = {**records.get(key, {}), **figures, "measured": int(time.time())}
     temporary = folder / f".{RESIDENT_FILE}.{os.getpid()}"
     try:
         temporary.write_text(json.dumps(records, indent=1, sort_keys=True))

@@ -35,7 +35,16 @@ from services.config import Settings
 from services.errors import Unavailable
 from services.metrics import MEMORY_BUDGET, MEMORY_USED, load_waits
 from services.runtime.loading import Loader
-from services.runtime.memory import EVICTED, LOADING, NOT_LOADED, RESIDENT, Cost, expected_cost
+from services.runtime.memory import (
+    EVICTED,
+    LOADING,
+    NOT_LOADED,
+    RESIDENT,
+    Cost,
+    expected_cost,
+    record_held,
+    rss_bytes,
+)
 from services.runtime.model import ModelRuntime
 
 log = logging.getLogger("zooserve")
@@ -208,6 +217,9 @@ class MemoryBudget:
         if not runtime.status.ready:
             runtime.memory.charge = 0
             return
+        kept = runtime.memory.cost
+        if cost.source == "held" and cost.bytes > kept.bytes:  # it held more after serving last time
+            runtime.memory.cost = Cost(cost.bytes, "held", max(kept.peak, cost.bytes))
         runtime.memory.state = RESIDENT
         runtime.memory.charge = runtime.memory.cost.bytes
         runtime.memory.last_used = time.monotonic()
@@ -270,14 +282,18 @@ class MemoryBudget:
         """Free an idle model (it loads again on its next request)."""
         self.evicting.add(runtime)
         runtime.memory.state = EVICTED
+        folder, before = (runtime.parts.folder if runtime.parts else None), rss_bytes()
         try:
             await runtime.free()
+            freed = before - rss_bytes()  # what it held after serving: the next load counts it
+            await asyncio.to_thread(record_held, runtime.name, runtime.settings, folder, freed)
         finally:
             self.evicting.discard(runtime)
         runtime.memory.evictions += 1
         if runtime.metrics is not None:
             runtime.metrics.evictions.inc()
-        log.info("model %s evicted (idle, least recently used), %s back", runtime.name, size(runtime.memory.cost.bytes))
+        log.info("model %s evicted (idle, least recently used), counted %s, gave back %s", runtime.name,
+                 size(runtime.memory.cost.bytes), size(freed))  # fmt: skip
         self._publish()
 
     # -- state -----------------------------------------------------------------------------

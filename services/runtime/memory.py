@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from services.config import Settings
@@ -69,8 +70,9 @@ class PeakSampler:
 class Cost:
     """Bytes a model holds when loaded (`bytes`) and at the peak of its load (`peak`), and where the
     figures come from: declared (the manifest's `resident_bytes`), measured (this worker's load),
-    recorded (an earlier load's record), estimated (never loaded: the runnable file's size, twice
-    that at the peak) or unknown (no artifact found)."""
+    recorded (an earlier load's record), held (what its last eviction gave back, when more than
+    its load measured: what it held after serving), estimated (never loaded: the runnable file's
+    size, twice that at the peak) or unknown (no artifact found)."""
 
     bytes: int = 0
     source: str = "unknown"
@@ -131,8 +133,10 @@ def expected_cost(name: str, settings: Settings) -> Cost:
     except LookupError:
         return Cost()
     record = read_resident(artifact.path).get(record_key(name, settings)) or {}
-    if int(record.get("bytes") or 0) > 0:
-        return Cost(int(record["bytes"]), "recorded", int(record.get("peak_bytes") or 0))
+    kept, held = int(record.get("bytes") or 0), int(record.get("held_bytes") or 0)
+    if kept > 0:
+        peak = int(record.get("peak_bytes") or 0)
+        return Cost(held, "held", max(peak, held)) if held > kept else Cost(kept, "recorded", peak)
     size = artifact.runnable.stat().st_size if artifact.runnable.is_file() else 0
     return Cost(size, "estimated", 2 * size)
 
@@ -146,10 +150,16 @@ def measured_cost(parts: Parts, sampler: PeakSampler) -> Cost:
 
 def record(name: str, settings: Settings, parts: Parts, measured: Cost, seconds: float) -> None:
     """Write a load's measurement with its artifact (nothing for parts not from the store)."""
-    if parts.folder is None:
-        return
-    if not record_resident(parts.folder, record_key(name, settings), measured.bytes, measured.peak, seconds):
+    figures = {"bytes": measured.bytes, "peak_bytes": measured.peak, "load_seconds": round(seconds, 3)}
+    if parts.folder is not None and not record_resident(parts.folder, record_key(name, settings), figures):
         log.info("model %s: the store is read-only; its measured cost is not recorded", name)
+
+
+def record_held(name: str, settings: Settings, folder: Path | None, freed: int) -> None:
+    """Write what an eviction gave back: what the model held after serving (a backend's arena grows
+    with the batches it runs), which its next load counts when it is more than the load measures."""
+    if folder is not None:
+        record_resident(folder, record_key(name, settings), {"held_bytes": freed})
 
 
 def budget_problems(settings: Settings) -> list[str]:
