@@ -66,6 +66,7 @@ def drive(server: Server, entries: list[str], clients: int, seconds: float, pid:
     """`clients` closed-loop clients for `seconds`; RSS sampled meanwhile."""
     bodies = {name: task_request(name) for name in entries}
     results: list[tuple[str, int, float, bool]] = []
+    errors: list[str] = []
     stop = time.monotonic() + seconds
     peak = {"rss": 0}
 
@@ -74,8 +75,10 @@ def drive(server: Server, entries: list[str], clients: int, seconds: float, pid:
         while time.monotonic() < stop:
             name = pick.choice(entries)
             path, body = bodies[name] or ("", {})
-            status, took, cold = send(server.url + path, body)
+            status, took, cold, error = send(server.url + path, body)
             results.append((name, status, took, cold))
+            if error:
+                errors.append(f"{name} {status}: {error}")
 
     def sample() -> None:  # RSS against what the budget counts: what the accounting leaves out
         while time.monotonic() < stop:
@@ -96,6 +99,7 @@ def drive(server: Server, entries: list[str], clients: int, seconds: float, pid:
         "requests": len(results),
         "succeeded": len(ok),
         "failures_by_status": dict(Counter(str(r[1]) for r in results if r[1] != 200)),
+        "failure_messages": errors[:10],
         "cold": percentiles([r[2] for r in ok if r[3]]),
         "warm": percentiles([r[2] for r in ok if not r[3]]),
         "requests_per_entry": dict(Counter(r[0] for r in results)),
@@ -155,6 +159,7 @@ def show(name: str, result: dict[str, Any]) -> str:
         f"(RSS at ready {result['rss_at_ready'] / MiB:.0f} MiB)",
         f"cold {result['cold']}, warm {result['warm']}",
     ]
+    lines += [f"  failed: {message}" for message in result["failure_messages"]]
     if budget is not None:
         verdict = "within" if result["peak_within_target"] else "OVER"
         lines.append(f"peak target budget + 10 % + base = {result['peak_target'] / MiB:.0f} MiB: {verdict}")

@@ -61,21 +61,22 @@ def task_request(model: str) -> tuple[str, dict[str, Any]] | None:
     return (f"/{task}", {**items, "model": model}) if items else None
 
 
-def send(url: str, body: dict[str, Any], timeout: float = 120) -> tuple[int, float, bool]:
-    """(status, seconds, cold): one request; cold when the server waited for a load first."""
+def send(url: str, body: dict[str, Any], timeout: float = 120) -> tuple[int, float, bool, str]:
+    """(status, seconds, cold, error): one request; cold when the server waited for a load first."""
     data = json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     started = time.perf_counter()
+    error = ""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             status, headers = response.status, response.headers
     except urllib.error.HTTPError as exc:
-        exc.read()
+        error = exc.read().decode(errors="replace")[:300]
         status, headers = exc.code, exc.headers
-    except OSError:
-        return 0, time.perf_counter() - started, False
-    return status, time.perf_counter() - started, headers.get(LOAD_WAIT_HEADER) is not None
+    except OSError as exc:
+        return 0, time.perf_counter() - started, False, str(exc)
+    return status, time.perf_counter() - started, headers.get(LOAD_WAIT_HEADER) is not None, error
 
 
 def percentiles(seconds: Sequence[float]) -> dict[str, float | int]:
@@ -116,7 +117,7 @@ def run(home: Path, small: str, large: str, rounds: int = 8, warm: int = 40) -> 
         for round_ in range(rounds + 1):
             for model in (small, large):  # each evicts the other: every first request is cold
                 path, body = bodies[model] or ("", {})
-                status, seconds, was_cold = send(server.url + path, body)
+                status, seconds, was_cold, _ = send(server.url + path, body)
                 failed += status != 200
                 if round_ and status == 200:  # round 0: the first loads, also the backend's set-up
                     (cold if was_cold else hot)[model].append(seconds)
@@ -124,7 +125,7 @@ def run(home: Path, small: str, large: str, rounds: int = 8, warm: int = 40) -> 
             path, body = bodies[model] or ("", {})
             send(server.url + path, body)  # loaded now
             for _ in range(warm):
-                status, seconds, was_cold = send(server.url + path, body)
+                status, seconds, was_cold, _ = send(server.url + path, body)
                 failed += status != 200
                 if status == 200:
                     (cold if was_cold else hot)[model].append(seconds)
