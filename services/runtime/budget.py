@@ -2,14 +2,16 @@
 
 With `memory_budget` (ZOOSERVE_MEMORY_BUDGET) set, a worker loads its pinned and warm models at
 start and every other declared model when a request first asks for it.  Each model's cost is
-known before it loads (services/runtime/memory.py: an earlier load's record, else its file's
-size) and measured after.  A load first makes room: while the models held plus this one would
+known before it loads (services/runtime/memory.py: an earlier load's or eviction's record) and
+measured after.  A load first makes room for its peak: while the models held plus this one would
 pass the budget, the least recently used *idle* model is evicted (no request holds it, no row
-queued or running: in-flight work always finishes first); pinned models never are.  When only
-pinned or busy models are left, the load waits for one to become idle, bounded by the latest
-deadline of the requests waiting for it, then fails them with 503: the budget is never
-oversubscribed on purpose (a first load that measures more than its estimate is corrected
-right after, by evicting idle models; one that measures more than the whole budget is undone).
+queued or running: in-flight work always finishes first); pinned models never are.  A model no
+load measured yet makes room as if it needed the whole budget (but the pinned models): its cost
+is not known until it loaded once, and then it is recorded.  When only pinned or busy models are
+left, the load waits for one to become idle, bounded by the latest deadline of the requests
+waiting for it, then fails them with 503: the budget is never oversubscribed on purpose (a load
+that measures more than its record is corrected right after, by evicting idle models; one that
+measures more than the whole budget is undone).
 
 Loads are admitted like requests: at most `max_concurrent_loads` at once (default 1: parallel
 loads only contend for the same cores, and each measures the others' growth), the rest wait
@@ -210,8 +212,12 @@ class MemoryBudget:
         if self.limit is not None and cost.bytes > self.limit:
             raise Unavailable(self.too_large(runtime.name, cost), "model")
         # room for the load's peak (its session built beside the file it reads), then it keeps `bytes`;
-        # a peak past the whole budget takes the whole budget
-        await self._make_room(load, min(cost.room, self.limit or cost.room))
+        # a peak past the whole budget, or a cost no load measured yet, takes all of it but the pinned
+        unmeasured = cost.source in ("estimated", "unknown")
+        need = cost.room if self.limit is None else min(self.limit, cost.room)
+        if self.limit is not None and unmeasured:
+            need = self.limit - sum(r.memory.charge for r in self.charged if r.memory.pinned and r is not runtime)
+        await self._make_room(load, need)
         load.why = "it is loading"
         await runtime.load(load.loader)
         if not runtime.status.ready:

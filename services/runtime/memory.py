@@ -113,8 +113,10 @@ class Residency:
 
 
 def record_key(name: str, settings: Settings) -> str:
-    """What a measurement depends on beyond the artifact: where and how it runs."""
-    return f"{settings.backend_for(name)}/{settings.device}/{settings.for_model(name).precision}"
+    """What a measurement depends on beyond the artifact: where and how it runs, and under a memory
+    budget the batch its warm-up ends with (services/runtime/model.py `warmup`)."""
+    key = f"{settings.backend_for(name)}/{settings.device}/{settings.for_model(name).precision}"
+    return key if settings.memory_budget is None else f"{key}/batch{settings.for_model(name).max_batch_size}"
 
 
 def declared_cost(name: str, settings: Settings) -> Cost | None:
