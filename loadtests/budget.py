@@ -1,12 +1,15 @@
 """More models than memory, measured: clients spread over every served entry under a memory budget
 that holds about a third of them, against the same run with everything loaded and no budget.
 
-Two servers over $BENTOML_HOME, one after the other, serving the same entries (every model in the
+Three servers over $BENTOML_HOME, one after the other, serving the same entries (every model in the
 store by default: the zoo, `zoo import`ed ones such as int8 twins):
 
 1. no budget: every entry loads at start (each load measured and recorded with its artifact);
-2. `memory_budget` = `--share` of the sum of the costs run 1 measured (at least 1.25 x the largest):
-   entries load on demand, the least recently used idle one is evicted.
+2. calibration: a server with a budget that holds everything, each entry asked once: each loads
+   as under a budget (its warm-up ends with a max_batch_size batch, the backend's arena in its
+   cost), and the figures are recorded with the artifacts, as any earlier run would have;
+3. `memory_budget` = `--share` of the sum of the costs step 2 measured (at least 1.25 x the
+   largest): entries load on demand, the least recently used idle one is evicted.
 
 Each run: `--clients` threads for `--seconds`, each request to an entry chosen uniformly at
 random (task endpoints, one item), then the figures: requests, failures by status, loads and
@@ -143,6 +146,19 @@ def run(home: Path, entries: list[str], clients: int, seconds: float, budget: in
     return result
 
 
+def calibrate(home: Path, entries: list[str]) -> dict[str, int]:
+    """Each entry's cost as a budget counts it, from one load each under a budget that holds all."""
+    env = {"ZOOSERVE_MODELS": ",".join(entries), "ZOOSERVE_MEMORY_BUDGET": "1TiB"}
+    with running_server(home, env) as server:
+        for name in entries:
+            path, body = task_request(name) or ("", {})
+            status, _, _, error = send(server.url + path, body)
+            if status != 200:
+                raise SystemExit(f"calibration: {name} answered {status}: {error}")
+        final = http_json(f"{server.url}/readyz")[1]
+    return {name: m["memory"]["cost_bytes"] for name, m in final["models"].items()}
+
+
 def show(name: str, result: dict[str, Any]) -> str:
     budget = result["budget_bytes"]
     lines = [
@@ -181,7 +197,8 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} (other processes share them)")  # fmt: skip
     loaded = run(home, entries, args.clients, args.seconds, None)
     print(show("everything loaded", loaded), flush=True)
-    costs = loaded["costs"]
+    costs = calibrate(home, entries)
+    print(f"costs under a budget, measured once each: {', '.join(f'{n} {c / MiB:.0f}' for n, c in costs.items())} MiB")
     # a share of the measured costs, and room for the largest with a quarter to spare (a load's figures vary)
     budget = max(int(sum(costs.values()) * args.share), int(max(costs.values()) * 1.25))
     held = sorted(costs.values())
