@@ -6,8 +6,8 @@ store by default: the zoo, `zoo import`ed ones such as int8 twins):
 
 1. no budget: every entry loads at start (each load measured and recorded with its artifact);
 2. calibration: a server with a budget that holds everything, each entry asked once: each loads
-   as under a budget (its warm-up ends with a max_batch_size batch, the backend's arena in its
-   cost), and the figures are recorded with the artifacts, as any earlier run would have;
+   as under a budget (ONNX Runtime giving its arena back after each batch), and the figures are
+   recorded with the artifacts, as any earlier run would have;
 3. `memory_budget` = `--share` of the sum of the costs step 2 measured (at least 1.25 x the
    largest): entries load on demand, the least recently used idle one is evicted.
 

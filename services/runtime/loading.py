@@ -110,6 +110,8 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     plugin = get(name).from_config_dict(artifact.config)
     processor = plugin.processor(artifact.path, settings.limits.for_items())
     runner = backend.open(plugin, artifact, settings.device, knobs.precision, knobs.intra_op_threads or None)
+    if settings.memory_budget is not None and hasattr(runner, "release_arena"):
+        runner.release_arena()  # under a budget a model holds what it keeps, not its largest batch's arena
     size = artifact.runnable.stat().st_size if artifact.runnable.is_file() else 0
     return Parts(plugin, processor, runner, artifact.version, artifact.metadata, artifact.path, size)
 

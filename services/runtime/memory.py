@@ -1,8 +1,9 @@
 """What a served model costs in memory: measured at each load, recorded with its artifact.
 
 A model's cost is the growth of the worker's resident set (RSS) across its load and warm-up,
-the way ModelMesh sizes a model after loading it: the weights, the backend's session and
-arena, the processor's assets, at the batch sizes warm-up ran.  Each load writes its figure
+the way ModelMesh sizes a model after loading it: the weights, the backend's session, the
+processor's assets (under a budget ONNX Runtime gives its arena back after each batch, so the
+activations of a batch are held while it runs, not after).  Each load writes its figure
 into the artifact's folder (zoo/artifact.py `record_resident`, keyed by backend, device and
 precision), so the next load, in this worker or a later server, knows the cost before it
 starts: the memory budget (services/runtime/budget.py) makes room for it first.
@@ -113,10 +114,10 @@ class Residency:
 
 
 def record_key(name: str, settings: Settings) -> str:
-    """What a measurement depends on beyond the artifact: where and how it runs, and under a memory
-    budget the batch its warm-up ends with (services/runtime/model.py `warmup`)."""
+    """What a measurement depends on beyond the artifact: where and how it runs, and whether under a
+    memory budget (where a backend gives its arena back after each batch: services/runtime/loading.py)."""
     key = f"{settings.backend_for(name)}/{settings.device}/{settings.for_model(name).precision}"
-    return key if settings.memory_budget is None else f"{key}/batch{settings.for_model(name).max_batch_size}"
+    return key if settings.memory_budget is None else f"{key}/budget"
 
 
 def declared_cost(name: str, settings: Settings) -> Cost | None:

@@ -154,14 +154,10 @@ class ModelRuntime:
     async def warmup(self) -> None:
         """The example items at a few batch sizes through processor and runner.
 
-        The batcher is bypassed so that warm-up batches never count as traffic.  Under a memory
-        budget the last batch is max_batch_size rows (the examples repeated): a backend's arena
-        grows with the largest batch it runs, and the load's measured cost must cover it.
+        The batcher is bypassed so that warm-up batches never count as traffic.
         """
         parts = self._parts()
         rows = await asyncio.to_thread(self._example_rows)
-        if self.settings.memory_budget is not None:
-            rows = (rows * self.config.max_batch_size)[: self.config.max_batch_size]
         for size in (1, min(len(rows), self.config.max_batch_size)):
             outputs = await asyncio.to_thread(self._run_batch, rows[:size])
             for row in outputs if self.tasks else ():  # a model of no task: tensors only
