@@ -15,6 +15,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,6 +128,10 @@ class Served:
         async with httpx.AsyncClient(transport=transport, base_url="http://zooserve", timeout=60) as client:
             return await client.post(path, json=body, headers=headers or {})
 
+    def later(self, model: str, text: str = "a") -> Future[httpx.Response]:
+        """A /count request sent now, answered later (the caller holds its future)."""
+        return asyncio.run_coroutine_threadsafe(self.post("/count", {"texts": [text], "model": model}), self.loop)
+
     def count(self, model: str, **extra: Any) -> httpx.Response:
         return self.call(self.post("/count", {"texts": ["a b c"], "model": model, **extra}))
 
@@ -211,9 +216,9 @@ def test_an_eviction_waits_for_the_rows_in_flight(tmp_path: Path) -> None:
         runner = served.loader.runners["cnt_a"]
         runner.gate.clear()
         runner.entered.clear()
-        slow = asyncio.run_coroutine_threadsafe(served.post("/count", {"texts": ["a"], "model": "cnt_a"}), served.loop)
+        slow = served.later("cnt_a", "a")
         assert runner.entered.wait(10)  # a's row is in its runner
-        cold = asyncio.run_coroutine_threadsafe(served.post("/count", {"texts": ["b"], "model": "cnt_b"}), served.loop)
+        cold = served.later("cnt_b", "b")
         time.sleep(0.5)
         # b needs a's room, and a is busy: nothing is evicted, b's load waits
         assert served.states()["cnt_a"] == "resident" and "cnt_b" not in served.loader.calls
@@ -231,7 +236,7 @@ def test_a_request_that_cannot_wait_gets_503_with_retry_after(tmp_path: Path) ->
         runner = served.loader.runners["cnt_a"]
         runner.gate.clear()
         runner.entered.clear()
-        slow = asyncio.run_coroutine_threadsafe(served.post("/count", {"texts": ["a"], "model": "cnt_a"}), served.loop)
+        slow = served.later("cnt_a", "a")
         assert runner.entered.wait(10)
         before = REGISTRY.get_sample_value(
             "zooserve_request_failure_total",
@@ -264,10 +269,8 @@ def test_loads_are_admitted_one_at_a_time_and_the_queue_is_bounded(tmp_path: Pat
     models = {name: cost() for name in ("cnt_a", "cnt_b", "cnt_c", "cnt_d")}
     with Served(tmp_path, models, budget=1000 * MiB, max_concurrent_loads=1, max_queued_loads=1) as served:
         served.loader.gate.clear()
-        first = asyncio.run_coroutine_threadsafe(served.post("/count", {"texts": ["a"], "model": "cnt_a"}), served.loop)
-        second = asyncio.run_coroutine_threadsafe(
-            served.post("/count", {"texts": ["b"], "model": "cnt_b"}), served.loop
-        )
+        first = served.later("cnt_a", "a")
+        second = served.later("cnt_b", "b")
         deadline = time.monotonic() + 10
         while served.hub.readiness()["memory"]["queued"] != ["cnt_b"] and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -356,3 +359,27 @@ def test_refusals_at_start_name_the_cost_and_the_budget() -> None:
     assert together.startswith("the pinned models need 200.0 MiB together (model cnt_a 100.0 MiB, model cnt_b "
                                "100.0 MiB), more than the memory budget of 150.0 MiB"), together  # fmt: skip
     assert budget_problems(Settings(models=("cnt_a",), batching={"cnt_a": cost()})) == []  # no budget, no limit
+
+
+def test_a_full_queue_on_one_model_does_not_refuse_a_model_not_loaded(tmp_path: Path) -> None:
+    """The task endpoint's early 429 (every model of the task at its queue limit) counts a model that
+    is not loaded, or is being evicted, as having room: it has once it loads."""
+    small = {"max_batch_size": 1, "max_queue_size": 1}
+    models = {"cnt_a": cost(**small), "cnt_b": cost(**small)}
+    with Served(tmp_path, models, budget=1000 * MiB) as served:
+        assert served.count("cnt_a").status_code == 200
+        runner = served.loader.runners["cnt_a"]
+        runner.gate.clear()
+        runner.entered.clear()
+        running = served.later("cnt_a", "a")
+        assert runner.entered.wait(10)
+        queued = served.later("cnt_a", "b")
+        deadline = time.monotonic() + 10
+        while not served.hub.models["cnt_a"].batcher.full and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        assert served.count("cnt_a").status_code == 429  # a's queue is full
+        answer = served.count("cnt_b")  # b is not loaded: it has room once it is
+        assert answer.status_code == 200, answer.text
+        runner.gate.set()
+        assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
+

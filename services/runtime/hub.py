@@ -304,7 +304,9 @@ class Hub:
         """The one overload refusal, for every protocol: 429 before a body is read or decoded
         when each of `runtimes` (a task's models, or the one model a v2 call names) is at its
         queue limit.  `what` names them in the message."""
-        loaded = [m for m in runtimes if m.batcher is not None]
+        loaded = [m for m in runtimes if m.batcher is not None and m.status.ready]  # not one being evicted
+        if self.budget is not None and self.budget.on_demand and len(loaded) < len(runtimes):
+            return  # a model not loaded has room once it loads (services/runtime/budget.py)
         if loaded and all(m.batcher is not None and m.batcher.full for m in loaded):
             if len(loaded) == 1:
                 call.runtime = loaded[0]
