@@ -12,6 +12,7 @@ on a real `bentoml serve` with real models.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -32,10 +33,11 @@ from services.api.proto import open_inference_grpc_pb2 as pb2
 from services.api.proto import open_inference_grpc_pb2_grpc as pb2_grpc
 from services.api.v2.grpc_server import GrpcServer
 from services.config import Batching, Settings
+from services.runtime import budget as budget_module
 from services.runtime.hub import Hub
 from services.runtime.lifecycle import Repository
 from services.runtime.loading import Parts
-from services.runtime.memory import budget_problems
+from services.runtime.memory import Cost, budget_problems
 from services.runtime.workers import WorkerBoard
 from tests.fakes import COUNT, DoublingRunner, WordCounter
 from tests.helpers import free_port
@@ -383,3 +385,32 @@ def test_a_full_queue_on_one_model_does_not_refuse_a_model_not_loaded(tmp_path: 
         runner.gate.set()
         assert running.result(30).status_code == 200 and queued.result(30).status_code == 200
 
+
+
+def test_rss_beyond_the_costs_evicts_too_while_idle_models_are_left(
+    four: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the allocator kept after serving (RSS beyond the worker's base and the costs) makes room
+    too, by evicting idle models; with none left, the costs decide (no deadlock on RSS)."""
+    assert four.count("cnt_a").status_code == 200  # pinned + a: 200 of 350 MiB counted
+    hub = four.hub
+    assert hub.budget is not None
+    for runtime in hub.runtimes():  # as if measured: declared costs leave RSS out
+        runtime.memory.cost = dataclasses.replace(runtime.memory.cost, source="recorded")
+    base = hub.budget.base
+    monkeypatch.setattr(budget_module, "rss_bytes", lambda: base + 300 * MiB)  # 100 MiB more than counted
+    monkeypatch.setattr(budget_module, "expected_cost", lambda name, settings: Cost(100 * MiB, "recorded", 100 * MiB))
+    assert four.count("cnt_b").status_code == 200  # counted 300 fits; RSS 300 + 100 does not: a goes
+    assert four.states() == {"cnt_pinned": "resident", "cnt_a": "evicted", "cnt_b": "resident",
+                             "cnt_c": "not loaded yet"}  # fmt: skip
+    for runtime in hub.runtimes():
+        runtime.memory.cost = dataclasses.replace(runtime.memory.cost, source="recorded")
+    busy = four.loader.runners["cnt_b"]
+    busy.gate.clear()
+    busy.entered.clear()
+    running = four.later("cnt_b")
+    assert busy.entered.wait(10)
+    assert four.count("cnt_c").status_code == 200  # nothing idle to evict: counted 300 fits, so it loads
+    busy.gate.set()
+    assert running.result(30).status_code == 200
+    assert four.states()["cnt_b"] == "resident" and four.states()["cnt_c"] == "resident"

@@ -5,7 +5,9 @@ start and every other declared model when a request first asks for it.  Each mod
 known before it loads (services/runtime/memory.py: an earlier load's or eviction's record) and
 measured after.  A load first makes room for its peak: while the models held plus this one would
 pass the budget, the least recently used *idle* model is evicted (no request holds it, no row
-queued or running: in-flight work always finishes first); pinned models never are.  A model no
+queued or running: in-flight work always finishes first); pinned models never are.  "Held" is
+the models' costs, or the worker's RSS beyond its base when that is more (memory the allocator
+kept after serving, which an eviction gives back) while idle models are left to evict.  A model no
 load measured yet makes room as if it needed the whole budget (but the pinned models): its cost
 is not known until it loaded once, and then it is recorded.  When only pinned or busy models are
 left, the load waits for one to become idle, bounded by the latest deadline of the requests
@@ -83,6 +85,7 @@ class MemoryBudget:
         self.queue: deque[Load] = deque()  # loads waiting for their turn, first come first served
         self.active = 0
         self.evicting: set[ModelRuntime] = set()
+        self.base = rss_bytes()  # the worker before any model: the budget is on top of it
         MEMORY_BUDGET.set(self.limit or 0)
         self._publish()
 
@@ -237,7 +240,7 @@ class MemoryBudget:
             runtime.memory.failed_at = time.monotonic()
             log.error("model %s: %s", runtime.name, runtime.status.error)
             return
-        while self.limit is not None and self.used > self.limit and (victim := self._victim(runtime)) is not None:
+        while self.limit is not None and self._held_now(runtime) > self.limit and (victim := self._victim(runtime)):
             await self.evict(victim)  # it measured more than its estimate: idle models make up for it
 
     def too_large(self, name: str, cost: Cost) -> str:
@@ -250,11 +253,13 @@ class MemoryBudget:
         """Reserve `need` bytes, evicting idle models least recently used first; wait (bounded)
         while only pinned and busy models hold the budget."""
         runtime = load.runtime
-        while self.limit is not None and self.used + need > self.limit:
+        while self.limit is not None and self._held_now(runtime) + need > self.limit:
             victim = self._victim(runtime)
             if victim is not None:
                 await self.evict(victim)
                 continue
+            if self.used + need <= self.limit:
+                break  # only RSS says more, and nothing idle is left to give it back: go by the costs
             load.why = self._held(runtime, need)
             if time.monotonic() > load.deadline:
                 raise Unavailable(f"model {load.why}; retry", "model", retry_after=self._load_seconds(runtime))
@@ -262,6 +267,14 @@ class MemoryBudget:
         runtime.memory.charge = need
         self.charged.add(runtime)
         self._publish()
+
+    def _held_now(self, loading: ModelRuntime) -> int:
+        """What the models hold now: their costs, or when more, the worker's RSS beyond its base (what
+        the allocator kept after serving, which an eviction gives back).  Not where a cost is
+        declared: then the operator's figures are the measure (device memory RSS does not see)."""
+        if any(r.memory.cost.source == "declared" for r in (*self.charged, loading)):
+            return self.used
+        return max(self.used, rss_bytes() - self.base)
 
     def _held(self, runtime: ModelRuntime, need: int) -> str:
         held = ", ".join(
@@ -307,6 +320,8 @@ class MemoryBudget:
         return {
             "budget_bytes": self.limit,
             "used_bytes": self.used,
+            "rss_bytes": rss_bytes(),
+            "base_rss_bytes": self.base,
             "loading": sorted(r.name for r, load in self.loads.items() if load not in self.queue),
             "queued": [load.runtime.name for load in self.queue],
             "max_concurrent_loads": self.max_loads,
