@@ -89,14 +89,14 @@ def test_least_recently_used_goes_first_and_pinned_never(server: Server) -> None
 def test_each_load_is_measured_and_recorded_with_its_artifact(server: Server, small_store: Path) -> None:
     assert ask(server, "resnet18") == 200
     (folder,) = [p for p in (small_store / "models" / "resnet18-onnx").iterdir() if p.is_dir()]
-    record = read_resident(folder)["onnxruntime/cpu/fp32"]
+    record = read_resident(folder)["onnxruntime/cpu/fp32/budget"]  # as a server under a budget measured it
     weights = (folder / "model.onnx").stat().st_size
     assert record["bytes"] >= weights and record["load_seconds"] > 0, record  # RSS growth, never below the file
     env = {**os.environ, "BENTOML_HOME": str(small_store)}
     shown = subprocess.run([str(BIN / "zoo"), "info", "resnet18"], env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
-    measured = json.loads(shown.stdout)["resident"][f"resnet18-onnx:{folder.name}"]["onnxruntime/cpu/fp32"]
-    assert measured["bytes"] == read_resident(folder)["onnxruntime/cpu/fp32"]["bytes"] and measured["MiB"] > 0
+    measured = json.loads(shown.stdout)["resident"][f"resnet18-onnx:{folder.name}"]["onnxruntime/cpu/fp32/budget"]
+    assert measured["bytes"] == read_resident(folder)["onnxruntime/cpu/fp32/budget"]["bytes"] and measured["MiB"] > 0
 
 
 def test_no_request_fails_while_models_rotate(server: Server) -> None:
@@ -161,7 +161,7 @@ def refused(small_store: Path, env: dict[str, str]) -> subprocess.CompletedProce
 def test_a_budget_that_cannot_serve_is_refused_at_start(small_store: Path, env: dict[str, str], message: str) -> None:
     # resnet18's cost is known from the loads and evictions above: the record, not a guess
     (folder,) = [p for p in (small_store / "models" / "resnet18-onnx").iterdir() if p.is_dir()]
-    record = read_resident(folder)["onnxruntime/cpu/fp32"]
+    record = read_resident(folder)["onnxruntime/cpu/fp32/budget"]  # as a server under a budget measured it
     kept, held = record["bytes"], record.get("held_bytes", 0)
     recorded, source = (held, "held") if held > kept else (kept, "recorded")
     done = refused(small_store, {"ZOOSERVE_MODELS": "resnet18", **env})
