@@ -86,6 +86,13 @@ def test_least_recently_used_goes_first_and_pinned_never(server: Server) -> None
     assert used and float(used[0].rsplit(" ", 1)[1]) == 300 * MiB, used
 
 
+def test_a_model_in_the_store_but_not_declared_is_404_and_never_loaded(server: Server) -> None:
+    status, body = http_json(f"{server.url}/classify", {"images": PHOTOS[:1], "model": "resnet50"})
+    assert status == 404 and "served here" in body["error"], body
+    assert "resnet50" not in http_json(f"{server.url}/readyz")[1]["models"]
+    assert scraped(server, "zooserve_model_loads_total", "resnet50") == 0
+
+
 def test_each_load_is_measured_and_recorded_with_its_artifact(server: Server, small_store: Path) -> None:
     assert ask(server, "resnet18") == 200
     (folder,) = [p for p in (small_store / "models" / "resnet18-onnx").iterdir() if p.is_dir()]
