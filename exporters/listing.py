@@ -10,7 +10,7 @@ from typing import Any
 from services.config import load_settings
 from zoo import backends
 from zoo.api import Plugin
-from zoo.artifact import find, store_name
+from zoo.artifact import FORMATS, find, store_name
 from zoo.plugins import failures
 from zoo.registry import create, list_models, origin
 
@@ -43,6 +43,7 @@ def print_info(args: argparse.Namespace) -> None:
         "backends": runs_on(plugin),
         "int8": stored_int8(args.name),
         "declared": declared(args.name),
+        "resident": measured_loads(args.name),
     }
     print(json.dumps(info, indent=2))
 
@@ -57,6 +58,23 @@ def declared(name: str) -> dict[str, Any] | None:
     entry = settings.for_model(name)
     found = {"manifest": str(settings.manifest.path), "served": True, "weights": entry.weights or "latest"}
     found.update(precision=entry.precision, default=entry.default, backend=settings.backend_for(name))
+    return found
+
+
+def measured_loads(name: str) -> dict[str, Any]:
+    """Per stored artifact (the latest of each format and precision), what serving measured at its
+    last load, per backend/device/precision: resident bytes (RSS growth across load and warm-up:
+    the cost a memory budget counts) and load seconds (load and warm-up: a cold request's wait)."""
+    found: dict[str, Any] = {}
+    for fmt in FORMATS:
+        for precision in backends.precisions():
+            artifact = find(store_name(name, fmt, precision))
+            if artifact is None:
+                continue
+            found[artifact.tag] = {
+                where: {**record, "MiB": round(record.get("bytes", 0) / 2**20, 1)}
+                for where, record in artifact.resident.items()
+            } or "not loaded by a server yet (a load measures it)"
     return found
 
 

@@ -14,7 +14,8 @@ One run, over the models exported in $BENTOML_HOME (`make export` first):
    limit with ZOOSERVE_PRECISION=int8 and a fourth server serving int8, its task endpoint and v2
    binary at the same levels: int8 against fp32 in-process, served int8 against in-process int8,
    served int8 /classify against the fp32 in-process pipeline limit;
-5. ratios and targets (loadtests/benchreport.py); JSON and a markdown table in --out.
+5. ratios and targets (loadtests/benchreport.py); JSON and a markdown table in --out;
+6. cold against warm requests of the smallest and the largest bench model (loadtests/coldstart.py).
 
     python -m loadtests.bench [--quick] [--models resnet50,gan_generator] [--out results/bench]
 """
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import benchreport, int8_ratio, payloads, perfpage, scrape
+from loadtests import benchreport, coldstart, int8_ratio, payloads, perfpage, scrape
 from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
@@ -356,8 +357,9 @@ def main() -> None:
         "steps": bench.steps, "skipped": bench.skipped,
     }
     result["summary"] = benchreport.summarize(result)
+    result["coldstart"] = coldstart.run(home, *coldstart.pick(p.models), rounds=4 if p.quick else 8)  # cold vs warm
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
-    table = benchreport.markdown(result)
+    table = benchreport.markdown(result) + "\n\n" + coldstart.table(result["coldstart"])
     (args.out / "bench.md").write_text(table)
     print(table)
     page = perfpage.write(result, table, "make bench" + (" QUICK=1" if p.quick else ""))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.manifest import Batching, ConfigError, Manifest, build, entries, read
+from services.manifest import Batching, ConfigError, Manifest, build, entries, parse_bytes, read
 from services.packed import bento_models
 from zoo import backends, list_models
 from zoo.api import InputLimits
@@ -57,6 +57,10 @@ class Settings:
     workers: int = 1  # serving processes; /readyz is 200 only when every one is ready
     warmup_s: float = 60.0  # bound on the warm-up of each model
     repository_api: bool = False  # ZOOSERVE_REPOSITORY_API: load/unload at run time (admin token)
+    # Per worker (services/runtime/budget.py): None loads every model at start and evicts none.
+    memory_budget: int | None = None
+    max_concurrent_loads: int = 1
+    max_queued_loads: int = 8
     batching: Mapping[str, Batching] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     manifest: Manifest = field(default_factory=Manifest)
@@ -106,6 +110,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ZOOSERVE_FP16", "deprecated (a warning): 1 means `precision: fp16`", "0 | 1", "unset", key="fp16"),
     Setting("ZOOSERVE_WORKERS", "serving processes, each with every model (readiness waits for all)", "int", "1",
             key="workers"),
+    Setting("ZOOSERVE_MEMORY_BUDGET", "per worker: load models on demand, evict the least recently used idle one "
+            "(docs/serving/memory.md)", "bytes, or with kB/MB/GB, KiB/MiB/GiB", "none", key="memory_budget"),
+    Setting("ZOOSERVE_MAX_CONCURRENT_LOADS", "under a budget: loads at once per worker", "int", "1",
+            key="max_concurrent_loads"),
+    Setting("ZOOSERVE_MAX_QUEUED_LOADS", "under a budget: loads waiting their turn (beyond: 503)", "int", "8",
+            key="max_queued_loads"),
     Setting("ZOOSERVE_GRPC_PORT", "the KServe v2 gRPC port", "int", "8001", key="grpc_port"),
     Setting("ZOOSERVE_GRPC_HOST", "where gRPC listens; empty: the HTTP server's host", "address", "the HTTP host",
             key="grpc_host"),
@@ -150,6 +160,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("models.NAME.priority_levels", "request priorities 1..N, 1 the highest"),
     Setting("models.NAME.default_priority_level", "the level of a request that gives none (or 0)"),
     Setting("models.NAME.priority_aging_ms", "a waiting row gains one level after this long"),
+    Setting("models.NAME.pinned", "under a budget: loaded at start, never evicted"),
+    Setting("models.NAME.warm", "under a budget: loaded at start (readiness waits), evicted like the others later"),
+    Setting("models.NAME.resident_bytes", "under a budget: its declared memory instead of the measured cost"),
     Setting("models.NAME.intra_op_threads", "ONNX Runtime's threads per batch; 0: ZOOSERVE_CPU_THREADS"),
     Setting("limits.max_items", "items per request (task endpoints and v2 `_raw`)"),
     Setting("limits.max_pixels", "pixels per image, read from its header before decoding (400 beyond)"),
@@ -231,6 +244,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"ZOOSERVE_REPOSITORY_API=1 on a non-loopback address ({exposed[0]}) needs {ADMIN_TOKEN_VAR}: "
             "loading and unloading models must not be open to the network"
         )
+    memory = _memory(env, data, manifest)
     return Settings(
         models=models,
         workers=workers,
@@ -242,6 +256,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         grpc_reflection=_flag(env, "ZOOSERVE_GRPC_REFLECTION", data.get("grpc_reflection", True)),
         tls=tls_files(env),
         warmup_s=float(data.get("warmup_s", 60.0)),
+        memory_budget=memory[0],
+        max_concurrent_loads=memory[1],
+        max_queued_loads=memory[2],
         batching=batching,
         limits=build(Limits, data.get("limits") or {}, f"{manifest.where}: limits"),
         manifest=manifest,
@@ -249,6 +266,40 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 ADMIN_TOKEN_VAR = "ZOOSERVE_ADMIN_TOKEN"
+
+
+def _memory(env: Mapping[str, str], data: Mapping[str, Any], manifest: Manifest) -> tuple[int | None, int, int]:
+    """The memory budget (None: none) and the load admission bounds, each named when refused."""
+
+    def setting(variable: str, key: str, default: Any) -> tuple[Any, str]:
+        if env.get(variable, "").strip():
+            return env[variable].strip(), f"{variable}={env[variable].strip()!r}"
+        value = data.get(key, default)
+        return value, f"{manifest.where}: {key}: {value!r}"
+
+    raw, where = setting("ZOOSERVE_MEMORY_BUDGET", "memory_budget", None)
+    budget = None
+    if raw is not None:
+        try:
+            budget = parse_bytes(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if budget <= 0:
+            raise ConfigError(f"{where}: the memory budget must be more than 0 (leave it unset for none)")
+    bounds = []
+    for variable, key, default, least in (
+        ("ZOOSERVE_MAX_CONCURRENT_LOADS", "max_concurrent_loads", 1, 1),
+        ("ZOOSERVE_MAX_QUEUED_LOADS", "max_queued_loads", 8, 0),
+    ):
+        value, where = setting(variable, key, default)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if isinstance(value, bool) or number < least:
+            raise ConfigError(f"{where}: must be an integer >= {least}")
+        bounds.append(number)
+    return budget, bounds[0], bounds[1]
 
 
 def is_loopback(host: str) -> bool:

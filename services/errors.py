@@ -47,7 +47,9 @@ UNSUPPORTED_MEDIA = Kind("unsupported_media", 415, "INVALID_ARGUMENT", "unsuppor
 REJECTED = Kind("rejected", 429, "RESOURCE_EXHAUSTED", "rejected")  # queue full: retry later
 CANCELLED = Kind("cancelled", 499, "CANCELLED", "cancelled")  # the client went away
 ERROR = Kind("error", 500, "INTERNAL", "error")
-# A model not loaded yet (or the server stopping): work refused, as a full queue refuses it.
+# A model not loaded yet, one that could not be loaded on demand within the request's timeout
+# (a memory budget: services/runtime/budget.py), or the server stopping: work refused for lack of
+# capacity, as a full queue refuses it (shedding, not a server fault: never `timeout` or `error`).
 UNAVAILABLE = Kind("unavailable", 503, "UNAVAILABLE", "rejected")
 TIMEOUT = Kind("timeout", 504, "DEADLINE_EXCEEDED", "timeout")
 # A body that arrives too slowly: the client's doing, answered before any model is involved.

@@ -14,6 +14,9 @@ its weights come from, its precision and backend, its versions and traffic, and 
     defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
     limits: {max_items: 64, max_body_bytes: 16777216}
     precision: fp32                     # every model's default (ZOOSERVE_PRECISION wins)
+    memory_budget: 6GiB                 # per worker: models load on demand, the least recently used
+                                        #   idle one is evicted (services/runtime/budget.py); per model
+                                        #   `pinned: true` is never evicted, `warm: true` loads at start
 
 `make serve`, `make bento` and `make loadtest` export what it declares when it is missing
 (`zoo export --manifest`) and the server serves exactly that; `zoo manifest` writes one from what
@@ -23,6 +26,7 @@ precision no backend runs is an error naming the file, the key and the valid cho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -63,8 +67,19 @@ class Batching:
 
     precision: str = "fp32"  # fp32 | fp16 (TensorRT, torch on CUDA) | int8 (ONNX Runtime)
     intra_op_threads: int = 0  # ONNX Runtime's threads per batch; 0: the cores this process may use
+    # Under a memory budget (top-level `memory_budget`): a pinned model loads at start and is never
+    # evicted; a warm one loads at start and counts for readiness, but may be evicted later; the
+    # others load on the first request.  `resident_bytes` declares the model's memory (bytes or
+    # "512MiB"): it replaces the measured RSS growth, e.g. for device memory that RSS does not see.
+    pinned: bool = False
+    warm: bool = False
+    resident_bytes: int | str = 0
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "resident_bytes", parse_bytes(self.resident_bytes) if self.resident_bytes else 0)
+        except ValueError as exc:
+            raise ConfigError(f"resident_bytes: {exc}") from None
         object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
         object.__setattr__(self, "traffic", {str(k): v for k, v in dict(self.traffic or {}).items()})
         if self.versions and self.latest:
@@ -102,9 +117,25 @@ class Batching:
 # The top-level keys (services/config.py's SETTINGS says what each sets; a test keeps both equal).
 TOP_LEVEL = (
     "models", "defaults", "limits", "precision", "backend", "device", "grpc_port", "grpc_host",
-    "grpc_reflection", "workers", "warmup_s", "repository_api", "fp16",
+    "grpc_reflection", "workers", "warmup_s", "repository_api", "memory_budget", "max_concurrent_loads",
+    "max_queued_loads", "fp16",
 )  # fmt: skip
-PER_MODEL_ONLY = ("weights", "default")  # meaningless for every model at once
+PER_MODEL_ONLY = ("weights", "default", "resident_bytes")  # meaningless for every model at once
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*", re.IGNORECASE)
+
+
+def parse_bytes(value: object) -> int:
+    """A size in bytes: an integer, or a number with a unit (6GiB, 6Gi, 512MB, 1.5G; KiB..TiB are
+    powers of 1024, kB..TB of 1000).  ValueError naming the value otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or (match.group(3) and not match.group(2)):
+        raise ValueError(f"{value!r} is not a size; give bytes or a number with a unit: 6GiB, 512MiB, 2GB")
+    number, prefix, binary = float(match.group(1)), match.group(2).lower(), bool(match.group(3))
+    scale = 1024 ** " kmgt".index(prefix) if binary else _UNITS[prefix]
+    return int(number * scale)
 
 
 @dataclass(frozen=True)

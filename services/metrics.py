@@ -83,6 +83,37 @@ LOAD_DURATION = Gauge(
     MODEL_LABELS,
     multiprocess_mode="max",
 )
+# Models under a memory budget (services/runtime/budget.py): loads, evictions, what they hold.
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LOAD_OUTCOMES = ("loaded", "gave_up")  # a request that waited for a load: served after it, or 503
+MODEL_LOADS = Counter(
+    "zooserve_model_loads", "Model loads (at start, on demand, through the repository API).", MODEL_LABELS
+)
+MODEL_EVICTIONS = Counter(
+    "zooserve_model_evictions", "Idle models evicted, least recently used first, to fit the memory budget.",
+    MODEL_LABELS,
+)  # fmt: skip
+MODEL_LOAD_SECONDS = Histogram(
+    "zooserve_model_load_seconds", "Time each load took, load and warm-up.", MODEL_LABELS, buckets=_LOAD_BUCKETS
+)
+LOAD_WAIT = Histogram(
+    "zooserve_load_wait_seconds",
+    "Time a request waited for its model to load on demand, by outcome: loaded, or gave_up (503 at its timeout).",
+    (*MODEL_LABELS, "outcome"),
+    buckets=_LOAD_BUCKETS,
+)
+RESIDENT_BYTES = Gauge(
+    "zooserve_model_resident_bytes",
+    "Memory a loaded model holds (RSS growth across its load and warm-up, or declared); 0 when not loaded.",
+    MODEL_LABELS,
+    multiprocess_mode="livesum",
+)
+MEMORY_BUDGET = Gauge(
+    "zooserve_memory_budget_bytes", "The memory budget of each worker (0: none).", multiprocess_mode="liveall"
+)
+MEMORY_USED = Gauge(
+    "zooserve_memory_used_bytes", "Memory the loaded models of each worker hold.", multiprocess_mode="liveall"
+)
 GPU_UTILIZATION = Gauge(
     "zooserve_gpu_utilization_ratio", "GPU busy fraction (NVML).", ("gpu",), multiprocess_mode="max"
 )
@@ -120,6 +151,11 @@ class ModelMetrics:
         self.inflight = INFLIGHT.labels(*labels)
         self.ready = MODEL_READY.labels(*labels)
         self.load_duration = LOAD_DURATION.labels(*labels)
+        self.loads = MODEL_LOADS.labels(*labels)
+        self.evictions = MODEL_EVICTIONS.labels(*labels)
+        self.load_seconds = MODEL_LOAD_SECONDS.labels(*labels)
+        self.resident = RESIDENT_BYTES.labels(*labels)
+        self.load_waits = load_waits(labels)
         self.requests = RequestMetrics(labels)
 
     def queued(self, waits: Sequence[float]) -> None:
@@ -145,6 +181,11 @@ class ModelMetrics:
             amounts[f"{phase}_ns"] = spent * 1e9 * size
             amounts[f"batch_{size}_{phase}_ns"] = spent * 1e9
         TALLY.add(self.labels, amounts)
+
+
+def load_waits(labels: tuple[str, str, str]) -> dict[str, Any]:
+    """The load-wait histogram of one label set, by outcome (created at 0, like every series)."""
+    return {outcome: LOAD_WAIT.labels(*labels, outcome) for outcome in LOAD_OUTCOMES}
 
 
 class RequestMetrics:

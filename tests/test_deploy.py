@@ -63,6 +63,13 @@ SERVED_METRICS = {
     "zooserve_gpu_utilization_ratio",
     "zooserve_gpu_memory_used_bytes",
     "zooserve_gpu_memory_total_bytes",
+    "zooserve_model_loads_total",  # the memory budget (services/runtime/budget.py)
+    "zooserve_model_evictions_total",
+    "zooserve_model_load_seconds",
+    "zooserve_load_wait_seconds",
+    "zooserve_model_resident_bytes",
+    "zooserve_memory_budget_bytes",
+    "zooserve_memory_used_bytes",
 }
 
 
@@ -461,7 +468,7 @@ def test_promtool_check_rules() -> None:
     promtool = need_promtool()
     proc = run([promtool, "check", "rules", str(deploy_queries.RULES_FILE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 13 rules found" in proc.stdout
+    assert "SUCCESS: 14 rules found" in proc.stdout
 
 
 def test_promtool_test_rules() -> None:
@@ -480,6 +487,7 @@ def test_every_alert_has_a_firing_unit_test() -> None:
         "ZooserveQueueWaitGrowing",
         "ZooserveRequestsRejected",
         "ZooserveGpuMemoryNearFull",
+        "ZooserveEvictionThrash",
     }
     tests = yaml.safe_load((DEPLOY / "prometheus" / "rules_test.yaml").read_text())["tests"]
     fired = {c["alertname"] for t in tests for c in t.get("alert_rule_test", []) if c["exp_alerts"]}
@@ -548,6 +556,12 @@ def test_dashboard_configmap_and_content() -> None:
         "zooserve_batch_size_rows_bucket",
         'reason="rejected"',
         "zooserve_gpu_utilization_ratio",
+        "zooserve_memory_used_bytes",  # the memory budget row
+        "zooserve_memory_budget_bytes",
+        "zooserve_model_resident_bytes",
+        "zooserve_model_evictions_total",
+        "zooserve_model_load_seconds_bucket",
+        "zooserve_load_wait_seconds_count",
     ):
         assert needle in exprs, needle
     assert any(p["type"] == "heatmap" for p in panels)
@@ -644,6 +658,18 @@ def test_dashboard_queries_answer_on_a_plain_prometheus(tmp_path: Path) -> None:
         add("zooserve_inflight_requests", model, "2x20")
         add("zooserve_model_ready", model, "1x20" if i == 0 else "0x20")  # one pod of two ready
         add("zooserve_model_load_duration_seconds", model, "12x20")
+        # The memory budget: one worker per pod (pid from the multiprocess gauges), 3 GiB used of 4.
+        add("zooserve_memory_used_bytes", {**base, "pid": "7"}, f"{3 * 2**30}x20")
+        add("zooserve_memory_budget_bytes", {**base, "pid": "7"}, f"{4 * 2**30}x20")
+        add("zooserve_model_resident_bytes", model, f"{2**30}x20")
+        add("zooserve_model_loads_total", model, "0+2x20")
+        add("zooserve_model_evictions_total", model, "0+1x20")
+        for hist, outcomes in (("model_load_seconds", [{}]), ("load_wait_seconds", [{"outcome": "loaded"}])):
+            for labels in outcomes:
+                add(f"zooserve_{hist}_count", {**model, **labels}, "0+2x20")
+                add(f"zooserve_{hist}_sum", {**model, **labels}, "0+3x20")
+                for le in ("1", "2.5", "+Inf"):
+                    add(f"zooserve_{hist}_bucket", {**model, **labels, "le": le}, "0x20" if le == "1" else "0+2x20")
         gpu = {**base, "gpu": "0"}
         add("zooserve_gpu_utilization_ratio", gpu, "0.5x20")
         add("zooserve_gpu_memory_used_bytes", gpu, "40x20")
@@ -663,6 +689,8 @@ def test_dashboard_queries_answer_on_a_plain_prometheus(tmp_path: Path) -> None:
         "Server error ratio by model": [('{model="resnet50"}', 0.1)],
         # Per pod, also without a pod label (instance tells the pods apart).
         "GPU memory used / total": [(f'{{instance="{p}",gpu="0"}}', 0.5) for p in pods],
+        # Two pods hold 1 GiB of resnet50 each; each evicts one model a minute.
+        "Resident bytes by model": [('{model="resnet50"}', 2 * 2**30)],
     }
     cases = [
         {"expr": f"clamp_max(count({q}), 1)", "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]}

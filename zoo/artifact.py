@@ -12,6 +12,11 @@ finds the first copy instead of writing a second.
         zooserve.json                                      metadata: the parity certificate (against
                                                            torch), or for int8 the quantization choice
                                                            and the accuracy certificate (against fp32)
+        resident.json                                      what serving measured at its last load, per
+                                                           backend/device/precision: resident bytes (RSS
+                                                           growth across load and warm-up), the peak
+                                                           growth while loading, load seconds, and
+                                                           what its last eviction gave back
         model.yaml                                         BentoML's own record
 
 An ONNX file imported by `zoo import` is stored the same way (its graph as model.onnx, its
@@ -21,9 +26,12 @@ finds it without knowing the name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -36,8 +44,9 @@ FORMATS: tuple[Format, ...] = ("onnx", "tensorrt", "torch")
 # The runnable file of each format; everything else in the folder is an asset or metadata.
 RUNNABLE: dict[str, str] = {"onnx": "model.onnx", "tensorrt": "model.engine", "torch": "weights.safetensors"}
 META_FILE = "zooserve.json"
+RESIDENT_FILE = "resident.json"  # written after the export, by each load: not part of the content
 IMPORTED_LABEL = "imported"  # label value "true": the artifact came from `zoo import`
-_STORE_FILES = frozenset({META_FILE, "model.yaml", *RUNNABLE.values()})
+_STORE_FILES = frozenset({META_FILE, RESIDENT_FILE, "model.yaml", *RUNNABLE.values()})
 
 
 @dataclass
@@ -88,6 +97,11 @@ class Artifact:
     def parity(self) -> dict[str, Any]:
         """The certificate's figures (empty for formats without a parity check)."""
         return dict(self.metadata.get("parity") or {})
+
+    @property
+    def resident(self) -> dict[str, dict[str, Any]]:
+        """What loads measured, by `backend/device/precision` (see `record_resident`)."""
+        return read_resident(self.path)
 
     def assets(self) -> list[Path]:
         """The processor's files: what travels from an ONNX artifact to an engine built from it."""
@@ -149,6 +163,35 @@ def select(name: str, declared: Declared) -> Artifact | None:
         if found is not None and declared.matches(found.metadata):
             return found
     return None
+
+
+def read_resident(folder: Path) -> dict[str, dict[str, Any]]:
+    """The load measurements recorded in an artifact's folder ({} when none, or unreadable)."""
+    try:
+        found = json.loads((folder / RESIDENT_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def record_resident(folder: Path, key: str, figures: dict[str, float]) -> bool:
+    """Record what serving measured in the artifact's folder, under `key` (backend/device/precision),
+    merged into what is there: at a load the bytes it kept, the most it held while loading and the
+    seconds it took; at an eviction the bytes it gave back (`held_bytes`: what it held after
+    serving, the arena of the batches it ran included).  The next load knows them in advance.
+    Written atomically (several workers load the same artifact); False when the store is read-only
+    (a packed bento): serving goes on without it."""
+    records = read_resident(folder)
+    records[key] = {**records.get(key, {}), **figures, "measured": int(time.time())}
+    temporary = folder / f".{RESIDENT_FILE}.{os.getpid()}"
+    try:
+        temporary.write_text(json.dumps(records, indent=1, sort_keys=True))
+        temporary.replace(folder / RESIDENT_FILE)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        return False
+    return True
 
 
 def mark_latest(artifact: Artifact) -> None:

@@ -41,10 +41,11 @@ async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
             return codecs.unless_disconnected(request, work)
 
         answer, answerer = await _answer(hub, codec, call, data, multipart, request.headers, watch)
+        headers = {**answerer.headers(), **call.headers()}  # call: a wait for a load on demand
         if isinstance(answer, Response):
-            answer.headers.update(answerer.headers())
+            answer.headers.update(headers)
             return answer
-        return JSONResponse(answer, headers=answerer.headers())
+        return JSONResponse(answer, headers=headers)
 
 
 async def run_body(hub: Hub, codec: TaskCodec, data: Mapping[str, Any]) -> Any:
@@ -72,9 +73,9 @@ async def _answer(
     with tracing.stage("decode"):
         runtime = hub.for_task(codec.name, codecs.as_model(data, multipart), codec.default_model)
         call.runtime = runtime
-        runtime.check_ready()
         timeout, priority = codecs.request_control(headers, data, multipart)
         task_request = codec.read(data, multipart, limits)
+    timeout = await watch(hub.resident(call, timeout))  # under a memory budget: loaded on demand
     if task_request.items is None:
         task_request.items = runtime.sample(task_request.count)
     try:

@@ -52,6 +52,7 @@ from services.errors import UNAUTHENTICATED
 from services.runtime.hub import Hub
 from services.runtime.lifecycle import Repository
 from services.runtime.loading import missing_artifacts
+from services.runtime.memory import budget_problems
 
 log = logging.getLogger("zooserve")
 
@@ -174,10 +175,12 @@ for _name, _api in task_apis(hub).items():
 
 
 def _start_problems() -> list[str]:
-    """What stops a server before it starts: a bad setting or manifest, a missing artifact, an
-    HTTP port another process holds (BentoML would bind it next and fail with a traceback)."""
+    """What stops a server before it starts: a bad setting or manifest, a missing artifact, a model
+    the memory budget cannot hold, an HTTP port another process holds (BentoML would bind it next
+    and fail with a traceback)."""
     try:
-        problems = missing_artifacts(load_settings())
+        settings = load_settings()
+        problems = missing_artifacts(settings) + budget_problems(settings)
     except ConfigError as exc:
         problems = [str(exc)]
     host, port = http_listen_host(), http_listen_port()

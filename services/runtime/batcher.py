@@ -86,6 +86,7 @@ class Batcher:
         self._closed = False
         self._batch_seconds = 0.05  # running estimate, for Retry-After and the wait estimate
         self._reserved = 0  # rows admitted and being prepared: on their way to the queue
+        self._running = False  # a batch is in the runner
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
@@ -132,6 +133,11 @@ class Batcher:
     def release(self, count: int) -> None:
         """Give back room reserved by `admit` (the rows were queued by `submit`, or failed)."""
         self._reserved -= count
+
+    @property
+    def idle(self) -> bool:
+        """No row queued, being prepared or running: the model may be evicted."""
+        return not self._queue and not self._reserved and not self._running
 
     @property
     def full(self) -> bool:
@@ -216,6 +222,7 @@ class Batcher:
                 else contextlib.nullcontext()
             )
             with traced:
+                self._running = True
                 try:
                     result = await loop.run_in_executor(self._executor, self._run, [p.row for p in batch])
                 except Exception as exc:  # only this batch's requests fail
@@ -223,6 +230,8 @@ class Batcher:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
+                finally:
+                    self._running = False
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
             computed = result if isinstance(result, Computed) else Computed(result, Phases(infer_s=elapsed))

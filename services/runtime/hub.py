@@ -18,9 +18,11 @@ from typing import Any
 
 from services import tracing
 from services.config import Settings
-from services.errors import BadRequest, NotFound, Overloaded, clip, kind_of
+from services.errors import BadRequest, NotFound, Overloaded, Unavailable, clip, kind_of
 from services.metrics import UNRESOLVED, RequestMetrics, open_nvml, sample_gpus_forever
+from services.runtime.budget import MemoryBudget
 from services.runtime.loading import Loader, load_from_store, store_versions
+from services.runtime.memory import expected_cost
 from services.runtime.model import ModelRuntime
 from services.runtime.versions import VersionSet, wanted_versions
 from services.runtime.workers import WorkerBoard
@@ -28,6 +30,7 @@ from zoo import get
 from zoo.api import Task
 
 log = logging.getLogger("zooserve")
+LOAD_WAIT_HEADER = "zooserve-load-wait-ms"
 
 
 class Observed:
@@ -37,7 +40,7 @@ class Observed:
     body) the request counts under model="", so no request value ever becomes a label.
     """
 
-    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span")
+    __slots__ = ("hub", "protocol", "_runtime", "started", "carrier", "span", "load_wait")
 
     def __init__(self, hub: Hub, protocol: str, carrier: Mapping[str, str] | None = None) -> None:
         self.hub = hub
@@ -46,10 +49,15 @@ class Observed:
         self.started = 0.0
         self.carrier = carrier  # headers or gRPC metadata: the client's trace context
         self.span: tracing.RequestSpan | None = None
+        self.load_wait: float | None = None  # seconds it waited for its model to load on demand
 
     @property
     def runtime(self) -> ModelRuntime | None:
         return self._runtime
+
+    def headers(self) -> dict[str, str]:
+        """What a task answer adds about this request: a wait for a load on demand (cold start)."""
+        return {} if self.load_wait is None else {LOAD_WAIT_HEADER: str(round(self.load_wait * 1000))}
 
     @runtime.setter
     def runtime(self, runtime: ModelRuntime) -> None:
@@ -95,6 +103,7 @@ class Hub:
         self.unloaded: set[str] = set()
         self.initial_load: asyncio.Task[None] | None = None
         self.repository: Any = None  # services.runtime.lifecycle.Repository while the API is on
+        self.budget: MemoryBudget | None = None  # loads, evictions and memory (services/runtime/budget.py)
 
     @property
     def settings(self) -> Settings:
@@ -121,8 +130,9 @@ class Hub:
     ) -> None:
         """Create every configured model, each version its config asks for (but the models in
         `skip`: unloaded through the repository API before a restart), and load them in the
-        background."""
+        background: every one, or under a memory budget the pinned and warm ones."""
         self._settings = settings
+        self.budget = MemoryBudget(settings, loader)
         self.unloaded = set(skip or ()) & set(settings.models)
         for name in settings.models:
             if name in self.unloaded:
@@ -147,8 +157,15 @@ class Hub:
 
     async def _load_all(self, loader: Loader) -> None:
         # Sequential loads: on a small machine parallel loads only contend for the same cores.
+        assert self.budget is not None
+        for runtime in self.runtimes():  # what each will cost, for /readyz before any load
+            runtime.memory.cost = await asyncio.to_thread(expected_cost, runtime.name, runtime.settings)
         for runtime in self.runtimes():
-            await runtime.load(loader)
+            if runtime.memory.warm or not self.budget.on_demand:
+                try:
+                    await self.budget.load(runtime, self.settings.warmup_s, loader)
+                except Unavailable as exc:  # no room (pinned models fill the budget): unready, saying why
+                    runtime.status.error = exc.message
         assert self.board is not None
         self.board.publish(self.ready_here)
 
@@ -160,6 +177,8 @@ class Hub:
                 await task
         if self.board is not None:
             self.board.withdraw()
+        if self.budget is not None:
+            await self.budget.stop()
         await asyncio.gather(*(m.close() for m in self.runtimes()))
 
     def runtimes(self) -> list[ModelRuntime]:
@@ -169,8 +188,30 @@ class Hub:
     # -- readiness -----------------------------------------------------------------------------
     @property
     def ready_here(self) -> bool:
-        """Every model of this worker is loaded and warm (those unloaded on purpose aside)."""
-        return bool(self.models or self.unloaded) and all(m.status.ready for m in self.runtimes())
+        """Every model of this worker is loaded and warm (those unloaded on purpose aside); under a
+        memory budget, every pinned model is loaded and every warm one was loaded once."""
+        return bool(self.models or self.unloaded) and all(self._counted_ready(m) for m in self.runtimes())
+
+    def _counted_ready(self, runtime: ModelRuntime) -> bool:
+        if self.budget is None or not self.budget.on_demand or runtime.memory.pinned:
+            return runtime.status.ready
+        return runtime.memory.loads > 0 or not runtime.memory.warm  # the others load on demand
+
+    async def resident(self, call: Observed, timeout: float | None) -> float | None:
+        """Return once the call's runtime can serve (under a memory budget: loaded on demand,
+        waiting at most the request's timeout; 503 otherwise); the timeout the request has left."""
+        runtime = call.runtime
+        assert runtime is not None, "resolve the model first"
+        if self.budget is None:
+            runtime.check_ready()
+            return timeout
+        if runtime.status.ready:
+            return await self.budget.resident(runtime, timeout)  # marks it used (LRU)
+        started = time.perf_counter()
+        try:
+            return await self.budget.resident(runtime, timeout)
+        finally:
+            call.load_wait = time.perf_counter() - started
 
     @property
     def ready(self) -> bool:
@@ -196,15 +237,20 @@ class Hub:
                     "precision": m.config.precision,
                     "declared": m.declared,
                     "certificate": m.certificate,
+                    "memory": m.memory.describe(),
                 }
                 for name, m in self.models.items()
             },
         }
+        if self.budget is not None:
+            body["memory"] = self.budget.describe()
         for name, versions in self.sets.items():
             if len(versions.runtimes) > 1:
                 body["models"][name]["ready"] = all(r.status.ready for r in versions.runtimes)
                 body["models"][name]["versions"] = [
-                    {"version": r.version, "ready": r.status.ready, "error": r.status.error} for r in versions.runtimes
+                    {"version": r.version, "ready": r.status.ready, "error": r.status.error}
+                    | {"memory": r.memory.describe()}
+                    for r in versions.runtimes
                 ]
         for name in sorted(self.unloaded):
             body["models"][name] = {"ready": False, "state": "UNAVAILABLE", "error": "unloaded"}
@@ -259,7 +305,9 @@ class Hub:
         """The one overload refusal, for every protocol: 429 before a body is read or decoded
         when each of `runtimes` (a task's models, or the one model a v2 call names) is at its
         queue limit.  `what` names them in the message."""
-        loaded = [m for m in runtimes if m.batcher is not None]
+        loaded = [m for m in runtimes if m.batcher is not None and m.status.ready]  # not one being evicted
+        if self.budget is not None and self.budget.on_demand and len(loaded) < len(runtimes):
+            return  # a model not loaded has room once it loads (services/runtime/budget.py)
         if loaded and all(m.batcher is not None and m.batcher.full for m in loaded):
             if len(loaded) == 1:
                 call.runtime = loaded[0]

@@ -29,6 +29,8 @@ from services.config import Settings
 from services.errors import BadRequest, NotFound, clip, for_log
 from services.runtime.hub import Hub
 from services.runtime.loading import Loader, load_from_store
+from services.runtime.memory import EVICTED, NOT_LOADED, RESIDENT
+from services.runtime.memory import LOADING as LOADING_ON_DEMAND
 from services.runtime.model import ModelRuntime
 from services.runtime.workers import default_folder
 from zoo import get, list_models
@@ -81,13 +83,20 @@ class Repository:
             state, reason = self.busy[name], ""
         elif runtime is not None and runtime.status.ready:
             state, reason = READY, ""
+        elif runtime is not None and runtime.memory.state == LOADING_ON_DEMAND:
+            state, reason = LOADING, ""
+        elif runtime is not None and runtime.status.error is None and runtime.memory.state in (EVICTED, NOT_LOADED):
+            state, reason = UNAVAILABLE, runtime.memory.state  # loads on its next request
         elif runtime is not None:
             state, reason = UNAVAILABLE, runtime.status.error or "loading"
         else:
             state, reason = UNAVAILABLE, "unloaded"
-        entry = {"name": name, "state": state, "reason": reason}
+        entry: dict[str, Any] = {"name": name, "state": state, "reason": reason}
         if runtime is not None and runtime.parts is not None:
             entry["version"] = runtime.version
+        if runtime is not None:  # HTTP only: the gRPC index message has no such field
+            entry["resident_bytes"] = runtime.memory.charge if runtime.memory.state == RESIDENT else 0
+            entry["cost_bytes"] = runtime.memory.cost.bytes
         return entry
 
     async def load(self, name: str, parameters: dict[str, Any] | None = None) -> None:
@@ -149,12 +158,22 @@ class Repository:
                 log.info("model %s unloaded", name)
                 return None
             self.busy[name] = LOADING
+            serving = self.hub.sets[name].runtimes if name in self.hub.sets else []
+            pinned = [current.memory.pinned for current in serving]
+            for current in serving:  # warm beside, then swap: the version served now is not evicted meanwhile
+                current.memory.pinned = True
             try:
                 runtime = ModelRuntime(name, get(name).tasks, self._settings_for(name, version))
-                await runtime.load(self.loader)
+                runtime.memory.pinned = True  # an explicit load pins until unloaded
+                assert self.hub.budget is not None
+                await self.hub.budget.load(runtime, self.hub.settings.warmup_s, self.loader)  # 503: no room in time
                 if not runtime.status.ready:
                     raise BadRequest(f"model {name!r} failed to load: {runtime.status.error}", "model")
                 old = self.hub.swap(name, runtime)
+            except BaseException:
+                for current, was in zip(serving, pinned, strict=True):
+                    current.memory.pinned = was
+                raise
             finally:
                 del self.busy[name]
             if version is not None:

@@ -13,6 +13,7 @@ import ctypes.util
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from services import manifest
@@ -33,6 +34,8 @@ class Parts:
     runner: Runner
     version: str
     metadata: dict[str, Any] = field(default_factory=dict)  # the artifact's (parity certificate)
+    folder: Path | None = None  # the artifact's folder in the store (None: parts of a test's own)
+    weights_bytes: int = 0  # the runnable file's size: the least a loaded model holds
     spec: ExportSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,7 +110,10 @@ def load_from_store(name: str, settings: Settings) -> Parts:
     plugin = get(name).from_config_dict(artifact.config)
     processor = plugin.processor(artifact.path, settings.limits.for_items())
     runner = backend.open(plugin, artifact, settings.device, knobs.precision, knobs.intra_op_threads or None)
-    return Parts(plugin, processor, runner, artifact.version, artifact.metadata)
+    if settings.memory_budget is not None and hasattr(runner, "release_arena"):
+        runner.release_arena()  # under a budget a model holds what it keeps, not its largest batch's arena
+    size = artifact.runnable.stat().st_size if artifact.runnable.is_file() else 0
+    return Parts(plugin, processor, runner, artifact.version, artifact.metadata, artifact.path, size)
 
 
 def release_memory() -> None:

@@ -27,6 +27,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable, 
 from services.metrics import ModelMetrics, Phases, RequestMetrics
 from services.runtime.batcher import Batcher, Computed
 from services.runtime.loading import Loader, Parts, release_memory
+from services.runtime.memory import PeakSampler, Residency, declared_cost, measured_cost, record
 from zoo import backends
 from zoo.api import BadInput, Processor, Row, Task, collate, split
 from zoo.cpu import cpu_threads
@@ -57,6 +58,7 @@ class ModelRuntime:
         self.metrics: ModelMetrics | None = None
         self._early: RequestMetrics | None = None  # failures before the model is loaded
         self.holds = 0  # requests that resolved this runtime and have not finished
+        self.memory = Residency(pinned=self.config.pinned, warm=self.config.warm or self.config.pinned)
 
     @property
     def version(self) -> str:
@@ -105,19 +107,36 @@ class ModelRuntime:
 
     # -- loading ---------------------------------------------------------------------------
     async def load(self, loader: Loader) -> None:
-        """Build the parts off the event loop, attach and warm them; record failures."""
+        """Build the parts off the event loop, attach and warm them; measure what the load cost
+        (RSS growth: services/runtime/memory.py) and record it with the artifact; record failures."""
         started = time.perf_counter()
+        self.status.error = None
         try:
-            parts = await asyncio.to_thread(loader, self.name, self.settings)
-            await self.attach(parts)
+            with PeakSampler() as sampler:
+                parts = await asyncio.to_thread(loader, self.name, self.settings)
+                await self.attach(parts)
         except Exception as exc:  # the service stays up, not ready, and says why
             self.status.error = clip(f"{type(exc).__name__}: {exc}", MAX_ERROR)
+            self.memory.failed_at = time.monotonic()
             log.error("model %s failed to load: %s", self.name, for_log(self.status.error, MAX_ERROR))
+            if self.batcher is not None:
+                await self.free()  # a failed warm-up holds no memory
             return
-        self.status.load_seconds = round(time.perf_counter() - started, 3)
-        assert self.metrics is not None
-        self.metrics.load_duration.set(self.status.load_seconds)
-        log.info("model %s (%s) ready in %.2f s", self.name, self.version, self.status.load_seconds)
+        seconds = time.perf_counter() - started
+        self.status.load_seconds = round(seconds, 3)
+        measured = measured_cost(parts, sampler)
+        self.memory.cost = declared_cost(self.name, self.settings) or measured
+        self.memory.loads += 1
+        metrics = self._metrics()
+        metrics.load_duration.set(self.status.load_seconds)
+        metrics.loads.inc()
+        metrics.load_seconds.observe(seconds)
+        metrics.resident.set(self.memory.cost.bytes)
+        await asyncio.to_thread(record, self.name, self.settings, parts, measured, seconds)
+        log.info(
+            "model %s (%s) ready in %.2f s, holding %.1f MiB (%s)",
+            self.name, self.version, seconds, self.memory.cost.bytes / 2**20, self.memory.cost.source,
+        )  # fmt: skip
 
     async def attach(self, parts: Parts) -> None:
         """Serve `parts`: metrics, batcher, warm-up, then ready."""
@@ -250,12 +269,25 @@ class ModelRuntime:
         finish, finish the queue, then free the model (its runner's memory back to the OS)."""
         while self.holds:
             await asyncio.sleep(0.02)
-        await self.close()
+        await self.free()
+
+    @property
+    def idle(self) -> bool:
+        """No request holds it and its batcher has no row queued, being prepared or running."""
+        return self.holds == 0 and (self.batcher is None or self.batcher.idle)
+
+    async def free(self) -> None:
+        """Not ready from now on (before any await: no new request runs here), the batcher's queue
+        finished, the parts dropped and their memory handed back to the OS; the runtime can load
+        again later (an evicted model)."""
         self.status.ready = False
         if self.metrics is not None:
             self.metrics.ready.set(0)  # multiprocess gauges cannot drop a series: 0 says gone
+            self.metrics.resident.set(0)
+        await self.close()
         self.parts = self.batcher = None
         await asyncio.to_thread(release_memory)
+        self.memory.charge = 0  # after the memory went back: the budget never counts it twice
 
     # -- internals -------------------------------------------------------------------------
     def _preprocess(

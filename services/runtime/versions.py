@@ -56,7 +56,13 @@ class VersionSet:
         self.router = Router(traffic) if traffic else None
 
     def ready_versions(self) -> dict[str, ModelRuntime]:
-        return {r.version: r for r in self.runtimes if r.status.ready}
+        """The versions a split may choose: those loaded, and under a memory budget those that load
+        on demand (each version is an entry of its own; a version that failed to load is left out)."""
+        return {
+            r.config.version if r.parts is None else r.version: r
+            for r in self.runtimes
+            if r.status.ready or (r.settings.memory_budget is not None and r.status.error is None)
+        }
 
     def pick(self, version: str | None) -> ModelRuntime:
         """The runtime of `version`; without one, the router's choice or the default."""

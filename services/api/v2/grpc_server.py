@@ -219,7 +219,10 @@ class InferenceServicer:
                     raise BadRequest(str(exc)) from None
                 remaining = context.time_remaining()  # the client's deadline: no work past it
                 try:
-                    response = await asyncio.wait_for(model.infer(decoded), remaining)
+                    # under a memory budget the model loads on demand, within the request's timeout
+                    waits = [t for t in (remaining, models.request_timeout(decoded)) if t is not None]
+                    await asyncio.wait_for(self.hub.resident(call, min(waits, default=None)), remaining)
+                    response = await asyncio.wait_for(model.infer(decoded), context.time_remaining())
                 except TimeoutError:
                     raise DeadlineExceeded("the call's deadline passed before the answer") from None
                 with tracing.stage("encode"):

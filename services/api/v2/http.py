@@ -143,6 +143,8 @@ def create_router(hub: Hub) -> APIRouter:
                     else:
                         decoded = decode_request(body, encoding, header_length, name, version, limit)
                 infer_request, binary_default, binary_outputs = decoded
+                # under a memory budget the model loads on demand, within the request's timeout
+                await unless_disconnected(request, hub.resident(call, models.request_timeout(infer_request)))
                 response = await unless_disconnected(request, model.infer(infer_request))
                 with tracing.stage("encode"):
                     content, headers = encode_response(response, binary_default, binary_outputs)

@@ -67,6 +67,16 @@ def server_metadata(hub: Hub | None = None) -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": server_version(), "extensions": extensions}
 
 
+def request_timeout(request: InferRequest) -> float | None:
+    """The request's own timeout in seconds, from Triton's `timeout` parameter (µs); 400 naming it."""
+    timeout = request.parameters.get("timeout")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout < 10**15:
+        raise BadRequest("parameter 'timeout' must be a positive integer (microseconds)", "timeout")
+    return float(timeout / 1e6)
+
+
 class V2Model:
     """One v2 model name over a `ModelRuntime`: metadata, readiness, strict inference."""
 
@@ -84,7 +94,9 @@ class V2Model:
         return self.runtime.version
 
     def check_version(self, version: str | None) -> None:
-        if version and version != self.version:
+        # not loaded (under a memory budget: evicted), a version is known by the one it pins
+        served = self.version if self.runtime.parts is not None else self.runtime.config.version
+        if version and version != served:
             loaded = self.version if self.runtime.parts else "none yet"
             raise NotFound(f"model '{self.name}' has no version '{clip(version)}'", hint=f"loaded version: {loaded}")
 
@@ -158,12 +170,7 @@ class V2Model:
                 )
         priority = request.parameters.get("priority", 0)
         self.runtime.check_priority(priority)
-        timeout = request.parameters.get("timeout")
-        if timeout is None:
-            return None, priority
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout < 10**15:
-            raise BadRequest("parameter 'timeout' must be a positive integer (microseconds)", "timeout")
-        return timeout / 1e6, priority
+        return request_timeout(request), priority
 
     def _inputs_by_name(self, request: InferRequest) -> dict[str, InferTensor]:
         wanted = [t.name for t in self.inputs()]

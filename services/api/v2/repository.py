@@ -103,7 +103,9 @@ class GrpcRepository:
 
     def index(self, request: Any) -> Any:
         entry = self.pb2.RepositoryIndexResponse.ModelIndex
-        return self.pb2.RepositoryIndexResponse(models=[entry(**m) for m in self.repository.index(request.ready)])
+        fields = ("name", "version", "state", "reason")  # the message's (HTTP's index says more)
+        listed = [entry(**{k: v for k, v in m.items() if k in fields}) for m in self.repository.index(request.ready)]
+        return self.pb2.RepositoryIndexResponse(models=listed)
 
     async def load(self, request: Any) -> Any:
         await self.repository.load(request.model_name, self.parameters(request.parameters))
