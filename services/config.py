@@ -21,6 +21,7 @@ from services.packed import bento_models
 from zoo import backends, list_models
 from zoo.api import InputLimits
 from zoo.imported import register_stored
+from zoo.jpeg import DEVICE
 from zoo.plugins import failures
 
 
@@ -37,6 +38,9 @@ class Limits:
     max_request_pixels: int = 256_000_000
     body_timeout_s: float = 30.0  # a request body must arrive within this (408 beyond)
     max_concurrent_requests: int = 512  # per worker, on zooserve's routes (429 beyond)
+    # Pixels (from the headers) admitted to the decode pool and not yet decoded, per worker: a
+    # flood of camera photos is refused (429) here rather than queued without bound.
+    max_decode_queue_pixels: int = 512_000_000
 
     def for_items(self) -> InputLimits:
         """What the plugins' processors check per item."""
@@ -112,6 +116,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     batching = entries(manifest, models, list_models(), precision)
     for name, knobs in batching.items():
         _check_precision(f"{manifest.where}: models.{name}", knobs.precision, knobs.backend or backend, device)
+        if knobs.decode == DEVICE and device != "cuda":
+            raise ConfigError(
+                f"{manifest.where}: models.{name}.decode: device decodes on a CUDA device; this server runs on "
+                f"{device} (ZOOSERVE_DEVICE): use decode: fast"
+            )
     try:
         grpc_port = int(env.get("ZOOSERVE_GRPC_PORT", data.get("grpc_port", 8001)))
     except ValueError:

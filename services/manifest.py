@@ -9,6 +9,7 @@ its weights come from, its precision and backend, its versions and traffic, and 
         precision: int8                 #   imported:FILE (zoo/provenance.py)
         default: true                   # /classify's model when a request names none
         max_batch_size: 16              # and every other key of `Batching` below
+        decode: fast                    # images: fast (DCT-scaled JPEG) | exact | device (CUDA)
       lstm_sentiment: {weights: file:weights/lstm/}   # a path is relative to this file's folder
       bert: {max_queue_size: 64, version: 3f2c...}     # no weights: the store's `latest`; or pin a version
     defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 from zoo import backends, get, provenance
+from zoo.jpeg import DECODE_MODES, DEFAULT_DECODE
 
 
 class ConfigError(ValueError):
@@ -63,6 +65,10 @@ class Batching:
 
     precision: str = "fp32"  # fp32 | fp16 (TensorRT, torch on CUDA) | int8 (ONNX Runtime)
     intra_op_threads: int = 0  # ONNX Runtime's threads per batch; 0: the cores this process may use
+    # Images: `fast` decodes a JPEG at the DCT scale the preset needs (certified against `exact`
+    # in docs/performance-decoding.md), `exact` is torchvision's preset bit for bit, `device`
+    # decodes JPEGs on the CUDA device (CUDA backends).  Other models ignore it.
+    decode: str = DEFAULT_DECODE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
@@ -85,6 +91,8 @@ class Batching:
             raise ConfigError(f"backend {self.backend!r}; choose one of {', '.join(backends.names())}")
         if self.precision not in backends.precisions():
             raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(backends.precisions())}")
+        if self.decode not in DECODE_MODES:
+            raise ConfigError(f"decode {self.decode!r}; choose one of {', '.join(DECODE_MODES)}")
         if self.intra_op_threads < 0:
             raise ConfigError("intra_op_threads must be >= 0 (0: every core)")
         if self.max_batch_size < 1:

@@ -114,6 +114,8 @@ class V2Model:
         props["declared_weights"] = declared["weights"]
         props["manifest"] = declared["manifest"] or ""
         props["tasks"] = ",".join(self.runtime.tasks)
+        if self.runtime.decode is not None:  # images: fast | exact | device (zoo/jpeg.py)
+            props["decode"] = self.runtime.decode
         return props
 
     def metadata(self) -> dict[str, Any]:
