@@ -73,8 +73,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int = 0) -> Image.Image:
     """Encoded JPEG/PNG bytes to an RGB image, checking the size from the header first.
 
-    `target` > 0 (`decode: fast`): a JPEG whose short side is at least twice `target` is decoded
-    at the smallest DCT scale still >= `target` (zoo/jpeg.py); 0 decodes in full (`exact`).
+    `target` > 0 (`decode: fast`, the preset's resize target): a large JPEG is decoded at the
+    smallest DCT scale still >= 1.5 x `target` (zoo/jpeg.py `fast_scale`); 0 decodes in full.
     """
     image = open_image(data, max_pixels)
     draft_to(image, target)
