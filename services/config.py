@@ -40,7 +40,7 @@ class Limits:
     max_concurrent_requests: int = 512  # per worker, on zooserve's routes (429 beyond)
     # Pixels (from the headers) admitted to the decode pool and not yet decoded, per worker: a
     # flood of camera photos is refused (429) here rather than queued without bound.
-    max_decode_queue_pixels: int = 512_000_000
+    max_decode_queue_pixels: int = 256_000_000
 
     def for_items(self) -> InputLimits:
         """What the plugins' processors check per item."""
