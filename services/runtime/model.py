@@ -201,31 +201,39 @@ class ModelRuntime:
             metrics.inflight.dec()
 
     async def _preprocess_within(
-        self, items: Sequence[Any], deadline: float, budget: float, stop: threading.Event, inline: bool, pixels: int
+        self,
+        items: Sequence[Any],
+        deadline: float,
+        budget: float,
+        stop: threading.Event,
+        inline: bool,
+        pixels: Sequence[int],
     ) -> list[Row]:
         """Preprocess off the event loop (inline processors on it) within the deadline; the
         decode pool admits the request (or refuses it, 429) before anything is decoded."""
         try:
             if inline:
                 return self._preprocess(items, deadline, stop)
-            ticket = POOL.admit(pixels, len(items), budget, self.settings.limits.max_decode_queue_pixels, self.name)
-            work = POOL.run(ticket, self._preprocess, items, deadline, stop)
+            bound = self.settings.limits.max_decode_queue_pixels
+            ticket = POOL.admit(sum(pixels), len(items), budget, bound, self.name)
+            work = POOL.run(ticket, self._preprocess, items, deadline, stop, pixels)
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
         finally:
             stop.set()
 
-    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> int:
-        """The pixels of the request's images from their headers, within the request budget."""
+    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> list[int]:
+        """The pixels of each of the request's images from their headers, within the request budget."""
         limit = self.settings.limits.max_request_pixels
-        total = sum(processor.pixels(item) for item in items)
+        pixels = [processor.pixels(item) for item in items]
+        total = sum(pixels)
         if total > limit:
             raise TooLarge(
                 f"the images of this request hold {total / 1e6:.1f} megapixels; the limit per request is "
                 f"{limit / 1e6:g}"
             )
-        return total
+        return pixels
 
     async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None, priority: int = 0) -> list[Row]:
         """Named arrays per row straight to the batcher (inputs already checked)."""
@@ -261,7 +269,11 @@ class ModelRuntime:
 
     # -- internals -------------------------------------------------------------------------
     def _preprocess(
-        self, items: Sequence[Any], deadline: float | None = None, stop: threading.Event | None = None
+        self,
+        items: Sequence[Any],
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+        pixels: Sequence[int] = (),
     ) -> list[Row]:
         processor, metrics = self._parts().processor, self._metrics()
         rows = []
@@ -277,7 +289,7 @@ class ModelRuntime:
                 raise ItemError(index, str(exc)) from None
             seconds = time.perf_counter() - started
             metrics.decode.observe(seconds)
-            POOL.observe(seconds, processor.pixels(item))
+            POOL.observe(seconds, pixels[index] if pixels else 0)  # the wait estimate's rate
         return rows
 
     def _run_batch(self, rows: list[Row]) -> list[Row]:
