@@ -310,7 +310,10 @@ def test_model_metadata_and_readiness_for_every_model(
                 "backend": "onnxruntime",
                 "weights": "random-init:seed=0",  # the default zoo: no pretrained weights
                 "precision": "fp32",
+                "declared_weights": "latest",  # no manifest: the store's latest export
+                "manifest": "",
                 "tasks": ",".join(zoo.get(model).tasks),
+                **({"decode": "fast"} if "classify" in zoo.get(model).tasks else {}),  # images: the default
             }
         tensor_meta = http.get_model_metadata(model)
         expected = [
