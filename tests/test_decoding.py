@@ -143,6 +143,12 @@ def test_the_device_path_agrees_where_it_runs(lite0: tuple[Logits, ImagePreset])
     on_device = device_decoder(preset, "cpu")(data)
     ref, got = run(np.stack([preset(decode_image(data)), on_device]))
     assert ref.argmax() == got.argmax() and imagenet_labels()[got.argmax()] == "espresso"
+    processor = ImageProcessor(preset, imagenet_labels())
+    processor.use_decode("device", "cpu")  # what a CUDA server does with "cuda"
+    assert np.array_equal(processor.preprocess(data)["pixel_values"], on_device)
+    assert processor.preprocess(encode(photo("coffee"), "PNG"))["pixel_values"].shape == (3, 224, 224)  # on the CPU
+    with pytest.raises(BadInput, match="truncated or corrupt"):  # refused by the device: the CPU path says why
+        processor.preprocess(data[: len(data) // 2])
 
 
 # -- the decode pool ---------------------------------------------------------------------------------

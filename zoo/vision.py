@@ -162,8 +162,8 @@ class ImageProcessor(Processor):
             if image.format == "JPEG":
                 try:
                     return {"pixel_values": self._on_device(bytes(item))}
-                except RuntimeError:
-                    raise BadInput("truncated or corrupt image data") from None
+                except RuntimeError:  # one nvJPEG refuses (a CMYK JPEG, a corrupt one): the CPU decides
+                    pass
         target = self.preset.resize if self.decode in (FAST, DEVICE) else 0  # PNG on a device: fast, on the CPU
         return {"pixel_values": self.preset(decode_image(item, self.max_pixels, target))}
 
