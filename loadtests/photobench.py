@@ -171,14 +171,15 @@ def run(home: Path, work: Path, out: Path, k6: K6, quick: bool, clients: int = 8
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos-only", action="store_true", help="only the photo-size table (resnet50, fp32, int8)")
-    parser.add_argument("--no-photos", action="store_true", help="skip the photo-size table")
+    parser.add_argument("--no-photos", action="store_true", help="skip the photo-size table (--quick skips it too)")
     parser.add_argument("--photos-before", type=Path, help="a source tree of an earlier commit to serve beside "
                         "(git archive COMMIT | tar -x -C DIR): its figures join the photo-size table")
 
 
 def from_bench(args: argparse.Namespace, home: Path, exported: list[str], k6: K6) -> bool:
-    """The photo-size table as `make bench` runs it (first, servers idle); True: stop there."""
-    if args.photos_only or (MODEL in exported and not args.no_photos):
+    """The photo-size table as `make bench` runs it (first, servers idle; not with --quick, which
+    keeps its 5 minutes, unless --photos-only); True: stop there."""
+    if args.photos_only or (MODEL in exported and not args.no_photos and not args.quick):
         with tempfile.TemporaryDirectory(prefix="zooserve-photos-") as tmp:
             run(home, Path(tmp), args.out, k6, args.quick, before=args.photos_before)
     return bool(args.photos_only)
