@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from zoo import backends, get, provenance
-from zoo.jpeg import DECODE_MODES, DEFAULT_DECODE
+from zoo.jpeg import DECODE_MODES
 
 
 class ConfigError(ValueError):
@@ -67,8 +67,9 @@ class Batching:
     intra_op_threads: int = 0  # ONNX Runtime's threads per batch; 0: the cores this process may use
     # Images: `fast` decodes a JPEG at the DCT scale the preset needs (certified against `exact`
     # in docs/performance-decoding.md), `exact` is torchvision's preset bit for bit, `device`
-    # decodes JPEGs on the CUDA device (CUDA backends).  Other models ignore it.
-    decode: str = DEFAULT_DECODE
+    # decodes JPEGs on the CUDA device (CUDA backends); "": the model's default (`fast` for the
+    # zoo's classifiers, `exact` for imported ones).  Other models ignore it.
+    decode: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "versions", tuple(str(v) for v in self.versions or ()))
@@ -91,7 +92,7 @@ class Batching:
             raise ConfigError(f"backend {self.backend!r}; choose one of {', '.join(backends.names())}")
         if self.precision not in backends.precisions():
             raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(backends.precisions())}")
-        if self.decode not in DECODE_MODES:
+        if self.decode and self.decode not in DECODE_MODES:
             raise ConfigError(f"decode {self.decode!r}; choose one of {', '.join(DECODE_MODES)}")
         if self.intra_op_threads < 0:
             raise ConfigError("intra_op_threads must be >= 0 (0: every core)")

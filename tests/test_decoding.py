@@ -27,6 +27,7 @@ from services.runtime.model import ModelRuntime
 from tests.photo_variants import CATS, encode, lying_header, photo, variants
 from zoo import get
 from zoo.api import BadInput
+from zoo.imported import ImportedImageProcessor
 from zoo.jpeg import DeviceUnavailable, dct_scale, device_decoder, fast_scale
 from zoo.vision import ImagePreset, ImageProcessor, decode_image, example_image, imagenet_labels
 
@@ -115,7 +116,8 @@ def test_a_40_megapixel_photo_at_the_limit_is_decoded_at_an_eighth() -> None:
 
 
 def test_the_decode_key_is_checked() -> None:
-    assert Batching().decode == "fast"
+    assert Batching().decode == ""  # the model's default: fast for the zoo's classifiers, exact for imported ones
+    assert ImageProcessor.default_decode == "fast" and ImportedImageProcessor.default_decode == "exact"
     with pytest.raises(ConfigError, match=r"models.m: decode 'sharp'; choose one of fast, exact, device"):
         build(Batching, {"decode": "sharp"}, "models.m")
 

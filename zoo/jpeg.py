@@ -32,7 +32,6 @@ from PIL import Image
 
 FAST, EXACT, DEVICE = "fast", "exact", "device"
 DECODE_MODES = (FAST, EXACT, DEVICE)
-DEFAULT_DECODE = FAST  # certified on real photos and real weights (docs/performance-decoding.md)
 SCALES = (8, 4, 2, 1)  # libjpeg's DCT scaling factors that Pillow's draft uses
 HEADROOM = 1.5  # the DCT-scaled short side stays >= HEADROOM x the resize target (see above)
 

@@ -134,10 +134,14 @@ def imagenet_labels() -> tuple[str, ...]:
 class ImageProcessor(Processor):
     """Encoded image -> preset pixels; logits -> a Classification over the labels.
 
-    `decode` (zoo/jpeg.py): `exact` (the default here: torchvision's preset bit for bit), `fast`
-    (JPEGs at the DCT scale the preset needs) or `device` (JPEGs on a CUDA device); the server
-    sets the manifest's choice with `use_decode`.
+    `decode` (zoo/jpeg.py): `exact` (until told otherwise: torchvision's preset bit for bit),
+    `fast` (JPEGs at the DCT scale the preset needs) or `device` (JPEGs on a CUDA device); the
+    server sets the manifest's choice, else `default_decode`, with `use_decode`.
     """
+
+    # What a server uses when its manifest says nothing: `fast`, certified for the classifiers'
+    # presets on real photos and real weights (docs/performance-decoding.md).
+    default_decode: ClassVar[str] = FAST
 
     def __init__(self, preset: ImagePreset, labels: tuple[str, ...], limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.preset = preset

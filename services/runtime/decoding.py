@@ -122,10 +122,12 @@ class DecodePool:
 
 
 def configure(processor: Processor, mode: str, device: str) -> str | None:
-    """Set an image processor's decode mode (the manifest's `decode`); None for other models.
-    `device` decoding where it cannot run stops the model's load, naming what is missing."""
+    """Set an image processor's decode mode (the manifest's `decode`, else the processor's
+    default) and return it; None for other models.  `device` decoding where it cannot run stops
+    the model's load, naming what is missing."""
     if not isinstance(processor, ImageProcessor):
         return None
+    mode = mode or processor.default_decode
     processor.use_decode(mode, device)  # DeviceUnavailable says what is missing
     return mode
 
