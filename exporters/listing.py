@@ -11,8 +11,10 @@ from services.config import load_settings
 from zoo import backends
 from zoo.api import Plugin
 from zoo.artifact import FORMATS, find, store_name
+from zoo.jpeg import EXACT, FAST
 from zoo.plugins import failures
 from zoo.registry import create, list_models, origin
+from zoo.vision import ImageClassifier
 
 
 def print_list(_: argparse.Namespace) -> None:
@@ -45,6 +47,10 @@ def print_info(args: argparse.Namespace) -> None:
         "declared": declared(args.name),
         "resident": measured_loads(args.name),
     }
+    # images: the decode mode a server uses (the manifest's `decode`, else the model's default:
+    # fast where certified, the zoo's classifiers; exact for imported ones)
+    default = FAST if isinstance(plugin, ImageClassifier) else EXACT
+    info["decode"] = ((info["declared"] or {}).get("decode") or default) if "classify" in plugin.tasks else None
     print(json.dumps(info, indent=2))
 
 
@@ -58,6 +64,7 @@ def declared(name: str) -> dict[str, Any] | None:
     entry = settings.for_model(name)
     found = {"manifest": str(settings.manifest.path), "served": True, "weights": entry.weights or "latest"}
     found.update(precision=entry.precision, default=entry.default, backend=settings.backend_for(name))
+    found.update(decode=entry.decode or None)  # None: the model's default
     return found
 
 

@@ -14,10 +14,11 @@ One run, over the models exported in $BENTOML_HOME (`make export` first):
    limit with ZOOSERVE_PRECISION=int8 and a fourth server serving int8, its task endpoint and v2
    binary at the same levels: int8 against fp32 in-process, served int8 against in-process int8,
    served int8 /classify against the fp32 in-process pipeline limit;
-5. ratios and targets (loadtests/benchreport.py); JSON and a markdown table in --out;
+5. ratios and targets (loadtests/benchreport.py), the "photo sizes" table (loadtests/photobench.py);
+   JSON and a markdown table in --out;
 6. cold against warm requests of the smallest and the largest bench model (loadtests/coldstart.py).
 
-    python -m loadtests.bench [--quick] [--models resnet50,gan_generator] [--out results/bench]
+    python -m loadtests.bench [--quick] [--models resnet50,gan_generator] [--out results/bench] [--photos-only]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import benchreport, coldstart, int8_ratio, payloads, perfpage, scrape
+from loadtests import benchreport, coldstart, int8_ratio, payloads, perfpage, photobench, scrape
 from loadtests.auth import k6_env
 from loadtests.grpcraw import probe
 from loadtests.payloads import Payload
@@ -314,6 +315,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows even where int8 is exported")
     parser.add_argument("--render", type=Path, help="only render the tables of a saved bench.json again")
+    photobench.add_arguments(parser)
     args = parser.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text())
@@ -332,6 +334,9 @@ def main() -> None:
         sys.exit(f"not in the model store {home}: {', '.join(missing) or 'any bench model'}; run `make export`")
     p = plan(args.quick, wanted, args.levels)
     args.out.mkdir(parents=True, exist_ok=True)
+    photos = photobench.from_bench(args, home, exported, k6_run)
+    if args.photos_only:  # that table alone
+        return
     folder = args.out / "payloads"
     payloads.build(folder, wanted)
     limits: dict[str, Any] = {}
@@ -360,6 +365,7 @@ def main() -> None:
     result["coldstart"] = coldstart.run(home, *coldstart.pick(p.models), rounds=4 if p.quick else 8)  # cold vs warm
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
     table = benchreport.markdown(result) + "\n\n" + coldstart.table(result["coldstart"])
+    table += "\n\n" + photobench.markdown(photos) if photos else ""  # the photo-size table, where it ran
     (args.out / "bench.md").write_text(table)
     print(table)
     page = perfpage.write(result, table, "make bench" + (" QUICK=1" if p.quick else ""))

@@ -9,6 +9,7 @@ its weights come from, its precision and backend, its versions and traffic, and 
         precision: int8                 #   imported:FILE (zoo/provenance.py)
         default: true                   # /classify's model when a request names none
         max_batch_size: 16              # and every other key of `Batching` below
+        decode: fast                    # images: fast (DCT-scaled JPEG) | exact | device (CUDA)
       lstm_sentiment: {weights: file:weights/lstm/}   # a path is relative to this file's folder
       bert: {max_queue_size: 64, version: 3f2c...}     # no weights: the store's `latest`; or pin a version
     defaults: {max_batch_size: 32, max_queue_delay_ms: 2, max_queue_size: 256, timeout_s: 30}
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from zoo import backends, get, provenance
+from zoo.jpeg import DECODE_MODES
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,11 @@ class Batching:
     pinned: bool = False
     warm: bool = False
     resident_bytes: int | str = 0
+    # Images: `fast` decodes a JPEG at the DCT scale the preset needs (certified against `exact`
+    # in docs/performance/decoding.md), `exact` is torchvision's preset bit for bit, `device`
+    # decodes JPEGs on the CUDA device (CUDA backends); "": the model's default (`fast` for the
+    # zoo's classifiers, `exact` for imported ones).  Other models ignore it.
+    decode: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -100,6 +107,8 @@ class Batching:
             raise ConfigError(f"backend {self.backend!r}; choose one of {', '.join(backends.names())}")
         if self.precision not in backends.precisions():
             raise ConfigError(f"precision {self.precision!r}; choose one of {', '.join(backends.precisions())}")
+        if self.decode and self.decode not in DECODE_MODES:
+            raise ConfigError(f"decode {self.decode!r}; choose one of {', '.join(DECODE_MODES)}")
         if self.intra_op_threads < 0:
             raise ConfigError("intra_op_threads must be >= 0 (0: every core)")
         if self.max_batch_size < 1:
@@ -114,7 +123,7 @@ class Batching:
             raise ConfigError("priority_aging_ms must be > 0")
 
 
-# The top-level keys (services/config.py's SETTINGS says what each sets; a test keeps both equal).
+# The top-level keys (services/reference.py's SETTINGS says what each sets; a test keeps both equal).
 TOP_LEVEL = (
     "models", "defaults", "limits", "precision", "backend", "device", "grpc_port", "grpc_host",
     "grpc_reflection", "workers", "warmup_s", "repository_api", "memory_budget", "max_concurrent_loads",

@@ -70,6 +70,29 @@ PREPROCESS = Histogram(
 POSTPROCESS = Histogram(
     "zooserve_postprocess_seconds", "Postprocessing time per request.", MODEL_LABELS, buckets=_LATENCY_BUCKETS
 )
+DECODE = Histogram(
+    "zooserve_decode_seconds",
+    "Decoding and preprocessing time per item, in the decode pool.",
+    MODEL_LABELS,
+    buckets=_LATENCY_BUCKETS,
+)
+# The decode pool is the worker's own (one for every model): its series have no labels.
+DECODE_QUEUE_ITEMS = Gauge(
+    "zooserve_decode_queue_items", "Items admitted to the decode pool and not yet decoded.", multiprocess_mode="livesum"
+)
+DECODE_QUEUE_PIXELS = Gauge(
+    "zooserve_decode_queue_pixels",
+    "Pixels (from the image headers) admitted to the decode pool and not yet decoded.",
+    multiprocess_mode="livesum",
+)
+DECODE_WAIT = Histogram(
+    "zooserve_decode_queue_wait_seconds",
+    "Time a request waited for a decode thread.",
+    buckets=_LATENCY_BUCKETS,
+)
+DECODE_REJECTED = Counter(
+    "zooserve_decode_rejections", "Requests refused (429) by the decode queue before any decoding."
+)
 QUEUE_ROWS = Gauge("zooserve_queue_rows", "Rows waiting in the batcher.", MODEL_LABELS, multiprocess_mode="livesum")
 INFLIGHT = Gauge(
     "zooserve_inflight_requests", "Inference requests in progress.", MODEL_LABELS, multiprocess_mode="livesum"
@@ -146,6 +169,7 @@ class ModelMetrics:
         self.queue_wait = QUEUE_WAIT.labels(*labels)
         self.compute = COMPUTE.labels(*labels)
         self.preprocess = PREPROCESS.labels(*labels)
+        self.decode = DECODE.labels(*labels)
         self.postprocess = POSTPROCESS.labels(*labels)
         self.queue_rows = QUEUE_ROWS.labels(*labels)
         self.inflight = INFLIGHT.labels(*labels)

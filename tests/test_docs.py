@@ -3,7 +3,7 @@
 - `mkdocs build --strict` builds the site offline (a broken link or a missing page fails), and the
   pages load nothing from outside.
 - The reference pages made from the code (docs/_reference.py) are current, and every setting the
-  code reads is in the configuration table (services/config.py SETTINGS), and the reverse.
+  code reads is in the configuration table (services/reference.py SETTINGS), and the reverse.
 - Every shell block in README.md and docs/ says first how it is checked: `# run` (executed here,
   against a real server), `# dry-run` (`make -n`, the `zoo` parser, `--help`) or `# no-run: <why>`.
   Every Python block is executed, unless it says `# no-run: <why>`.
@@ -26,7 +26,8 @@ import pytest
 
 from exporters.cli import parser as zoo_parser
 from services import manifest
-from services.config import SETTINGS, Batching, Limits
+from services.config import Batching, Limits
+from services.reference import SETTINGS
 from tests.helpers import BIN, ROOT, Server
 
 DOCS = ROOT / "docs"

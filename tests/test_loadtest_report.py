@@ -571,3 +571,40 @@ def test_httpload_open_loop_sends_at_its_rate_and_reports_each_status_apart(
     assert report["mode"] == "open" and report["sent"] == 30 == len(RecordingHandler.seen)
     assert {k: v["count"] for k, v in report["by_status"].items()} == {"200": 20, "429": 10}
     assert all(v["p99_ms"] >= v["p50_ms"] > 0 for v in report["by_status"].values())
+
+
+def test_the_photo_size_table_names_the_cpu_and_gives_each_ratio() -> None:
+    """`make bench`'s photo-size table (loadtests/photobench.py) from its figures, and its
+    multipart body as /classify's form parser reads it."""
+    import asyncio
+    import io
+
+    from PIL import Image
+    from starlette.requests import Request
+
+    from loadtests import photobench
+
+    rows = [
+        {"photo": "12 MP", "precision": "int8", "limit": 80.0, "fast": 40.0, "fast_ratio": 0.5, "exact": 10.0,
+         "exact_ratio": 0.125, "before": 9.0, "before_ratio": 0.112, "fast_over_exact": 4.0, "fast_over_before": 4.44}
+    ]
+    result = {"cpu": {"model": "Some CPU", "threads": 2, "int8_flags": ["avx512_vnni"]}, "clients": 8, "rounds": 3,
+              "step_s": 10.0, "batch": {"int8": 16}, "variants": ["fast", "exact", "before"],
+              "photos": {"12 MP": {"size": [4243, 2828], "bytes": 1}}, "rows": rows}
+    table = photobench.markdown(result)
+    assert "Some CPU, 2 threads, int8 flags: avx512_vnni" in table
+    assert "| 12 MP (4243x2828) | int8 | 80.0 | 40.0 | 0.5 | 10.0 | 0.125 | 9.0 | 0.112 | 4.0 | 4.44 |" in table
+    photo = photobench.photo(0.2)
+    assert abs(Image.open(io.BytesIO(photo)).width * Image.open(io.BytesIO(photo)).height - 200_000) < 1000
+    body = photobench.multipart(photo)
+
+    async def form() -> Any:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        kind = f"multipart/form-data; boundary={photobench.BOUNDARY}".encode()
+        request = Request({"type": "http", "method": "POST", "headers": [(b"content-type", kind)]}, receive)
+        parsed = await request.form()
+        return parsed["model"], parsed["top_k"], await parsed["images"].read()
+
+    assert asyncio.run(form()) == ("resnet50", "5", photo)

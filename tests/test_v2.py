@@ -329,6 +329,7 @@ def test_model_metadata_and_readiness_for_every_model(
                 "declared_weights": "latest",  # no manifest: the store's latest export
                 "manifest": "",
                 "tasks": ",".join(zoo.get(model).tasks),
+                **({"decode": "fast"} if "classify" in zoo.get(model).tasks else {}),  # images: the default
             }
         tensor_meta = http.get_model_metadata(model)
         expected = [

@@ -23,6 +23,7 @@ import numpy as np
 from zoo import artifact as store
 from zoo.api import DEFAULT_LIMITS, BadInput, ExportSpec, InputLimits, Plugin, Processor, Row, Task, TensorSpec
 from zoo.generative import LatentProcessor
+from zoo.jpeg import EXACT
 from zoo.registry import UnknownModel, get, register, set_origin, unregister
 from zoo.results import Classification, Embedding, Sentiment
 from zoo.text import TOKENIZER_FILE, check_text, encode_pieces, read_labels, truncating
@@ -103,6 +104,10 @@ def parse_config(values: Mapping[str, Any]) -> ImportedConfig:
 
 class ImportedImageProcessor(ImageProcessor):
     """zoo.vision's image pipeline, in the graph's layout, under the graph's tensor names."""
+
+    # Its preset and weights are the user's, which no certificate covered: full decoding unless
+    # the manifest says `decode: fast`.
+    default_decode: ClassVar[str] = EXACT
 
     def __init__(self, config: ImportedConfig, labels: tuple[str, ...], limits: InputLimits) -> None:
         assert config.image is not None

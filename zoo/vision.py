@@ -35,6 +35,7 @@ from zoo.api import (
     TensorSpec,
     WeightsSource,
 )
+from zoo.jpeg import DEVICE, EXACT, FAST, check_mode, device_decoder, draft_to
 from zoo.results import Classification
 from zoo.sources import TORCHVISION, torchvision_source, torchvision_state
 from zoo.weights import load_file_into, load_into, seeded
@@ -50,8 +51,8 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 Image.MAX_IMAGE_PIXELS = None
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Encoded JPEG/PNG bytes to an RGB image, checking the size from the header first."""
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Encoded JPEG/PNG bytes opened (header read, nothing decoded), the pixel limit checked."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadInput(f"an image must be encoded bytes, not {type(data).__name__}")
     if not data:
@@ -67,6 +68,17 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise BadInput(
             f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is {max_pixels / 1e6:g}"
         )
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, target: int = 0) -> Image.Image:
+    """Encoded JPEG/PNG bytes to an RGB image, checking the size from the header first.
+
+    `target` > 0 (`decode: fast`, the preset's resize target): a large JPEG is decoded at the
+    smallest DCT scale still >= 1.5 x `target` (zoo/jpeg.py `fast_scale`); 0 decodes in full.
+    """
+    image = open_image(data, max_pixels)
+    draft_to(image, target)
     try:
         image.load()
     except Exception:
@@ -121,19 +133,44 @@ def imagenet_labels() -> tuple[str, ...]:
 
 
 class ImageProcessor(Processor):
-    """Encoded image -> preset pixels; logits -> a Classification over the labels."""
+    """Encoded image -> preset pixels; logits -> a Classification over the labels.
+
+    `decode` (zoo/jpeg.py): `exact` (until told otherwise: torchvision's preset bit for bit),
+    `fast` (JPEGs at the DCT scale the preset needs) or `device` (JPEGs on a CUDA device); the
+    server sets the manifest's choice, else `default_decode`, with `use_decode`.
+    """
+
+    # What a server uses when its manifest says nothing: `fast`, certified for the classifiers'
+    # presets on real photos and real weights (docs/performance/decoding.md).
+    default_decode: ClassVar[str] = FAST
 
     def __init__(self, preset: ImagePreset, labels: tuple[str, ...], limits: InputLimits = DEFAULT_LIMITS) -> None:
         self.preset = preset
         self.labels = labels
         self.max_pixels = limits.max_pixels
+        self.decode = EXACT
+        self._on_device: Any = None  # JPEG bytes -> pixels on the device (decode: device)
+
+    def use_decode(self, mode: str, device: str = "cuda") -> None:
+        """Decode with `mode` from now on; `device` raises DeviceUnavailable where it cannot run."""
+        self._on_device = device_decoder(self.preset, device) if check_mode(mode) == DEVICE else None
+        self.decode = mode
 
     def pixels(self, item: Any) -> int:
         return image_pixels(item)
 
     def preprocess(self, item: Any) -> Row:
-        image = item if isinstance(item, Image.Image) else decode_image(item, self.max_pixels)
-        return {"pixel_values": self.preset(image)}
+        if isinstance(item, Image.Image):
+            return {"pixel_values": self.preset(item)}
+        if self._on_device is not None:
+            image = open_image(item, self.max_pixels)  # the limit, from the header, before the device sees it
+            if image.format == "JPEG":
+                try:
+                    return {"pixel_values": self._on_device(bytes(item))}
+                except RuntimeError:  # one nvJPEG refuses (a CMYK JPEG, a corrupt one): the CPU decides
+                    pass
+        target = self.preset.resize if self.decode in (FAST, DEVICE) else 0  # PNG on a device: fast, on the CPU
+        return {"pixel_values": self.preset(decode_image(item, self.max_pixels, target))}
 
     def postprocess(self, row: Row, task: Task) -> Classification:
         return Classification.from_logits(row["logits"], self.labels)

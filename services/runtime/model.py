@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +25,15 @@ from services.config import Batching, Settings
 from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable, clip, for_log
 from services.metrics import ModelMetrics, Phases, RequestMetrics
 from services.runtime.batcher import Batcher, Computed
+from services.runtime.decoding import POOL, configure
 from services.runtime.loading import Loader, Parts, release_memory
 from services.runtime.memory import PeakSampler, Residency, declared_cost, measured_cost, record
 from zoo import backends
 from zoo.api import BadInput, Processor, Row, Task, collate, split
-from zoo.cpu import cpu_threads
 
 log = logging.getLogger("zooserve")
 
 MAX_ERROR = 2000  # characters of a load error kept: it may hold a store path or a version asked for
-# Decoding and resizing release the GIL; a pool the size of the cores keeps them parallel.
-_PREPROCESS_POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="preprocess")
 
 
 @dataclass
@@ -59,6 +56,7 @@ class ModelRuntime:
         self._early: RequestMetrics | None = None  # failures before the model is loaded
         self.holds = 0  # requests that resolved this runtime and have not finished
         self.memory = Residency(pinned=self.config.pinned, warm=self.config.warm or self.config.pinned)
+        self.decode: str | None = None  # images: the decode mode in use (services/runtime/decoding.py)
 
     @property
     def version(self) -> str:
@@ -80,6 +78,7 @@ class ModelRuntime:
             "precision": self.config.precision,
             "backend": self.settings.backend_for(self.name),
             "default": self.config.default,
+            "decode": self.decode,
         }
 
     @property
@@ -144,6 +143,7 @@ class ModelRuntime:
         if (limit := parts.plugin.batch_limit) is not None and limit < self.config.max_batch_size:
             log.info("model %s takes batches of at most %d (fixed batch axis): served at that size", self.name, limit)
             self.config = dataclasses.replace(self.config, max_batch_size=limit)
+        self.decode = configure(parts.processor, self.config.decode, self.settings.device)
         self.metrics = ModelMetrics((self.name, parts.version, parts.runner.name))
         self.metrics.ready.set(0)
         self.batcher = Batcher(self.name, self._run_batch, self.config, self.metrics)
@@ -191,22 +191,22 @@ class ModelRuntime:
         """Domain items to typed task results, one per item, in order.
 
         The request is bounded before any work: its priority checked, its pixel budget (from
-        the image headers), then admission to the batcher; preprocessing counts inside its
-        timeout.
+        the image headers), then admission to the batcher and to the decode pool; preprocessing
+        counts inside its timeout.
         """
         parts, batcher, metrics = self._parts(), self._batcher(), self._metrics()
         started = time.perf_counter()
         budget = self.budget(timeout)
         deadline = time.monotonic() + budget
         self.check_priority(priority)
-        self._check_pixels(parts.processor, items)
+        pixels = self._check_pixels(parts.processor, items)
         batcher.admit(len(items), budget)
         metrics.inflight.inc()
         stop = threading.Event()  # set when the request is abandoned: preprocessing stops early
         try:
             try:
                 with tracing.stage("preprocess"):
-                    rows = await self._preprocess_within(items, deadline, budget, stop, parts.processor.inline)
+                    rows = await self._preprocess_within(items, deadline, budget, stop, parts.processor.inline, pixels)
             finally:
                 batcher.release(len(items))  # queued by submit below, or failed: the room is free again
             preprocessed = time.perf_counter()
@@ -222,27 +222,39 @@ class ModelRuntime:
             metrics.inflight.dec()
 
     async def _preprocess_within(
-        self, items: Sequence[Any], deadline: float, budget: float, stop: threading.Event, inline: bool
+        self,
+        items: Sequence[Any],
+        deadline: float,
+        budget: float,
+        stop: threading.Event,
+        inline: bool,
+        pixels: Sequence[int],
     ) -> list[Row]:
-        """Preprocess off the event loop (inline processors on it) within the deadline."""
+        """Preprocess off the event loop (inline processors on it) within the deadline; the
+        decode pool admits the request (or refuses it, 429) before anything is decoded."""
         try:
             if inline:
                 return self._preprocess(items, deadline, stop)
-            work = asyncio.get_running_loop().run_in_executor(_PREPROCESS_POOL, self._preprocess, items, deadline, stop)
+            bound = self.settings.limits.max_decode_queue_pixels
+            ticket = POOL.admit(sum(pixels), len(items), budget, bound, self.name)
+            work = POOL.run(ticket, self._preprocess, items, deadline, stop, pixels)
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
         finally:
             stop.set()
 
-    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> None:
+    def _check_pixels(self, processor: Processor, items: Sequence[Any]) -> list[int]:
+        """The pixels of each of the request's images from their headers, within the request budget."""
         limit = self.settings.limits.max_request_pixels
-        total = sum(processor.pixels(item) for item in items)
+        pixels = [processor.pixels(item) for item in items]
+        total = sum(pixels)
         if total > limit:
             raise TooLarge(
                 f"the images of this request hold {total / 1e6:.1f} megapixels; the limit per request is "
                 f"{limit / 1e6:g}"
             )
+        return pixels
 
     async def infer_rows(self, rows: Sequence[Row], timeout: float | None = None, priority: int = 0) -> list[Row]:
         """Named arrays per row straight to the batcher (inputs already checked)."""
@@ -291,19 +303,27 @@ class ModelRuntime:
 
     # -- internals -------------------------------------------------------------------------
     def _preprocess(
-        self, items: Sequence[Any], deadline: float | None = None, stop: threading.Event | None = None
+        self,
+        items: Sequence[Any],
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+        pixels: Sequence[int] = (),
     ) -> list[Row]:
-        processor = self._parts().processor
+        processor, metrics = self._parts().processor, self._metrics()
         rows = []
         for index, item in enumerate(items):
             if stop is not None and stop.is_set():
                 break  # abandoned (timed out, client gone): nobody waits for the rest
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceeded(f"{self.name} did not answer within its timeout (preprocessing)")
+            started = time.perf_counter()
             try:
                 rows.append(processor.preprocess(item))
             except BadInput as exc:
                 raise ItemError(index, str(exc)) from None
+            seconds = time.perf_counter() - started
+            metrics.decode.observe(seconds)
+            POOL.observe(seconds, pixels[index] if pixels else 0)  # the wait estimate's rate
         return rows
 
     def _run_batch(self, rows: list[Row]) -> Computed:

@@ -130,6 +130,8 @@ class V2Model:
         props["declared_weights"] = declared["weights"]
         props["manifest"] = declared["manifest"] or ""
         props["tasks"] = ",".join(self.runtime.tasks)
+        if self.runtime.decode is not None:  # images: fast | exact | device (zoo/jpeg.py)
+            props["decode"] = self.runtime.decode
         return props
 
     def class_labels(self) -> dict[str, tuple[str, ...]]:
