@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import pytest
 import yaml
 
+import services.metrics
 from tests import deploy_queries
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,31 +47,12 @@ HELM_ENV = {
     "HELM_DATA_HOME": str(TOOLS / "helm-home" / "data"),
 }
 # The metrics zooserve exposes (names final), as services/metrics.py defines them.
+# What zooserve exposes, read off its registry (services/metrics.py): a new series is watched
+# somewhere (alert, rule, HPA or dashboard) or this fails.
 SERVED_METRICS = {
-    "zooserve_request_success_total",
-    "zooserve_request_failure_total",
-    "zooserve_request_duration_seconds",
-    "zooserve_inference_rows_total",
-    "zooserve_batch_executions_total",
-    "zooserve_batch_size_rows",
-    "zooserve_queue_wait_seconds",
-    "zooserve_compute_seconds",
-    "zooserve_preprocess_seconds",
-    "zooserve_postprocess_seconds",
-    "zooserve_queue_rows",
-    "zooserve_inflight_requests",
-    "zooserve_model_ready",
-    "zooserve_model_load_duration_seconds",
-    "zooserve_gpu_utilization_ratio",
-    "zooserve_gpu_memory_used_bytes",
-    "zooserve_gpu_memory_total_bytes",
-    "zooserve_model_loads_total",  # the memory budget (services/runtime/budget.py)
-    "zooserve_model_evictions_total",
-    "zooserve_model_load_seconds",
-    "zooserve_load_wait_seconds",
-    "zooserve_model_resident_bytes",
-    "zooserve_memory_budget_bytes",
-    "zooserve_memory_used_bytes",
+    metric._name + ("_total" if isinstance(metric, prometheus_client.Counter) else "")
+    for metric in vars(services.metrics).values()
+    if isinstance(metric, prometheus_client.metrics.MetricWrapperBase) and metric._name.startswith("zooserve_")
 }
 
 
@@ -562,6 +545,9 @@ def test_dashboard_configmap_and_content() -> None:
         "zooserve_model_evictions_total",
         "zooserve_model_load_seconds_bucket",
         "zooserve_load_wait_seconds_count",
+        "zooserve_decode_queue_pixels",  # the decode pool row
+        "zooserve_decode_seconds_bucket",
+        "zooserve_decode_rejections_total",
     ):
         assert needle in exprs, needle
     assert any(p["type"] == "heatmap" for p in panels)
@@ -670,6 +656,15 @@ def test_dashboard_queries_answer_on_a_plain_prometheus(tmp_path: Path) -> None:
                 add(f"zooserve_{hist}_sum", {**model, **labels}, "0+3x20")
                 for le in ("1", "2.5", "+Inf"):
                     add(f"zooserve_{hist}_bucket", {**model, **labels, "le": le}, "0x20" if le == "1" else "0+2x20")
+        # The decode pool: 24 MP (2 photos) queued per worker, one refusal a second.
+        add("zooserve_decode_queue_pixels", {**base, "pid": "7"}, "24000000x20")
+        add("zooserve_decode_queue_items", {**base, "pid": "7"}, "2x20")
+        add("zooserve_decode_rejections_total", base, "0+60x20")
+        for hist, labels in (("decode_seconds", model), ("decode_queue_wait_seconds", base)):
+            add(f"zooserve_{hist}_count", labels, "0+60x20")
+            add(f"zooserve_{hist}_sum", labels, "0+6x20")
+            for le in ("0.05", "0.25", "+Inf"):
+                add(f"zooserve_{hist}_bucket", {**labels, "le": le}, "0x20" if le == "0.05" else "0+60x20")
         gpu = {**base, "gpu": "0"}
         add("zooserve_gpu_utilization_ratio", gpu, "0.5x20")
         add("zooserve_gpu_memory_used_bytes", gpu, "40x20")
@@ -691,6 +686,8 @@ def test_dashboard_queries_answer_on_a_plain_prometheus(tmp_path: Path) -> None:
         "GPU memory used / total": [(f'{{instance="{p}",gpu="0"}}', 0.5) for p in pods],
         # Two pods hold 1 GiB of resnet50 each; each evicts one model a minute.
         "Resident bytes by model": [('{model="resnet50"}', 2 * 2**30)],
+        # 24 MP queued in each of the two pods, shown in megapixels per pod.
+        "Decode queue per pod: megapixels and items": [(f'{{instance="{p}"}}', 24) for p in pods],
     }
     cases = [
         {"expr": f"clamp_max(count({q}), 1)", "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]}
