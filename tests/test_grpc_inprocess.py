@@ -167,7 +167,7 @@ def test_overload_is_resource_exhausted_with_retry_after(tmp_path: Path) -> None
             with pytest.raises(grpc.RpcError) as info:
                 server.stub.ModelInfer(lengths(3), timeout=10)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "at its queue limit" in info.value.details()
+            assert "is overloaded: its queue is full" in info.value.details()
             assert dict(info.value.trailing_metadata())["retry-after"] == "1"
             assert failures("rejected") == before + 1
         finally:

@@ -218,7 +218,9 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        time.sleep(0.3)
+        # long enough that the 8 users still have requests in flight after Locust logs its
+        # stopping stage, even on a loaded machine (the case the test is about)
+        time.sleep(1.0)
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

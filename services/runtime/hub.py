@@ -311,7 +311,7 @@ class Hub:
         if loaded and all(m.batcher is not None and m.batcher.full for m in loaded):
             if len(loaded) == 1:
                 call.runtime = loaded[0]
-            raise Overloaded(f"{what} is at its queue limit; retry later", retry_after=1)
+            raise Overloaded(f"{what} is overloaded: its queue is full; retry later", retry_after=1)
 
     def task_runtimes(self, task: Task) -> list[ModelRuntime]:
         """The default version of every served model of `task`."""
