@@ -131,12 +131,34 @@ def test_hf_checkpoint_from_the_hub_cache(tmp_path: Path) -> None:
     assert len(list((Path(env["BENTOML_HOME"]) / "models" / "bert-onnx").iterdir())) == 2  # version + latest
 
 
+# Loaded first by the CLI's interpreter (sitecustomize): a connection or a name lookup for anything
+# but loopback raises, so a download path that ignored the proxy could still not leave the machine.
+LOOPBACK_ONLY = """
+import socket
+_LOCAL = ("127.0.0.1", "localhost", "::1")
+_connect, _lookup = socket.socket.connect, socket.getaddrinfo
+def connect(self, address):
+    if isinstance(address, tuple) and address[0] not in _LOCAL:
+        raise OSError(f"test guard: no connection to {address[0]} from this test")
+    return _connect(self, address)
+def getaddrinfo(host, *args, **kwargs):
+    if host not in _LOCAL and host is not None:
+        raise OSError(f"test guard: no name lookup of {host} from this test")
+    return _lookup(host, *args, **kwargs)
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+"""
+
+
 def test_a_failed_download_names_the_source_and_the_offline_switch(tmp_path: Path) -> None:
-    """No network (a refused loopback proxy and hub, so nothing leaves the machine), no offline
-    switch: one line naming what was fetched and the switch; never a raw URLError."""
+    """No network (a refused loopback proxy and hub, and a guard refusing anything but loopback,
+    so nothing leaves the machine), no offline switch: one line naming what was fetched and the
+    switch; never a raw URLError."""
     env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("ZOOSERVE_OFFLINE", "HF_HUB_OFFLINE")}
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(LOOPBACK_ONLY)
     env.update(https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="",
-               HF_ENDPOINT="http://127.0.0.1:9")  # fmt: skip
+               HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=f"{guard}:{ROOT}")  # fmt: skip
     done = zoo_cli(env, "export", "resnet18", "--weights", "torchvision:DEFAULT")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "downloading https://download.pytorch.org/models/resnet18-f37072fd.pth failed" in done.stderr
