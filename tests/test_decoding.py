@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from services.config import Limits, Settings, load_settings
-from services.errors import REJECTED, Overloaded
+from services.errors import REJECTED, DeadlineExceeded, Overloaded
 from services.manifest import Batching, ConfigError, build
 from services.runtime import decoding, model
 from services.runtime.loading import Parts
@@ -181,7 +181,7 @@ def test_the_decode_queue_admits_before_decoding_and_refuses_a_flood(monkeypatch
         assert runtime.decode == "fast" and runtime.parts.processor.decode == "fast"  # type: ignore[union-attr]
         gate = threading.Event()  # holds the pool's one thread: what is admitted stays queued
         hold = pool.admit(0, 1, 30, limits.max_decode_queue_pixels, "test")
-        blocked = asyncio.ensure_future(pool.run(hold, gate.wait, 30))
+        blocked = pool.submit(hold, gate.wait, 30)
         requests = [asyncio.ensure_future(runtime.infer_items([photo_2mp], "classify")) for _ in range(4)]
         await asyncio.sleep(0.05)
         queued = (pool.queued_pixels, pool.queued_items)
@@ -203,3 +203,31 @@ def test_the_decode_queue_admits_before_decoding_and_refuses_a_flood(monkeypatch
     pool.release(lone)
     pool.release(lone)  # once only
     assert pool.queued_pixels == 0
+
+
+def test_a_request_out_of_time_before_its_decode_starts_gives_its_room_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadline already spent when the decode is awaited (a 1 µs v2 timeout) still frees the
+    queue: otherwise one such request would hold its megapixels, and refuse later photos, for good."""
+    pool = decoding.DecodePool(1, nice=0)
+    monkeypatch.setattr(model, "POOL", pool)
+    photo_2mp = encode(photo("coffee", 2))
+
+    async def scenario() -> tuple[list[Any], int]:
+        runtime = image_runtime(Limits(max_decode_queue_pixels=3_000_000))
+        await runtime.attach(runtime.parts)  # type: ignore[arg-type]
+        answers: list[Any] = await asyncio.gather(
+            runtime.infer_items([photo_2mp], "classify", timeout=1e-6), return_exceptions=True
+        )
+        for _ in range(200):  # the decode thread may have started one before the timeout
+            if pool.queued_pixels == 0:
+                break
+            await asyncio.sleep(0.01)
+        left = pool.queued_pixels
+        answers.append(await runtime.infer_items([photo_2mp], "classify"))
+        await runtime.close()
+        return answers, left
+
+    answers, left = asyncio.run(scenario())
+    assert isinstance(answers[0], DeadlineExceeded), answers
+    assert left == 0 and pool.queued_items == 0
+    assert type(answers[1][0]).__name__ == "Classification"  # 2 MP more fits a 3 MP queue again

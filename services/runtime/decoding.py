@@ -104,9 +104,10 @@ class DecodePool:
         if pixels > 0:
             self.seconds_per_mp = 0.9 * self.seconds_per_mp + 0.1 * seconds / (pixels / 1e6)
 
-    async def run(self, ticket: Ticket, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on a decode thread; the ticket is released when it ends or is cancelled
-        unstarted (a request that times out waiting gives its room back at once)."""
+    def submit(self, ticket: Ticket, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`fn(*args)` on a decode thread, submitted now (not when first awaited: a wait that
+        times out at once must still give the room back); the ticket is released when it ends
+        or is cancelled unstarted."""
 
         def started() -> T:
             DECODE_WAIT.observe(time.perf_counter() - ticket.admitted)
@@ -114,7 +115,7 @@ class DecodePool:
 
         future: Future[T] = self._executor.submit(started)
         future.add_done_callback(lambda _: self.release(ticket))
-        return await asyncio.wrap_future(future)
+        return asyncio.wrap_future(future)
 
     def _gauges(self) -> None:
         DECODE_QUEUE_PIXELS.set(self.queued_pixels)

@@ -237,7 +237,7 @@ class ModelRuntime:
                 return self._preprocess(items, deadline, stop)
             bound = self.settings.limits.max_decode_queue_pixels
             ticket = POOL.admit(sum(pixels), len(items), budget, bound, self.name)
-            work = POOL.run(ticket, self._preprocess, items, deadline, stop, pixels)
+            work = POOL.submit(ticket, self._preprocess, items, deadline, stop, pixels)
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise DeadlineExceeded(f"{self.name} did not answer within {budget:g} s") from None
