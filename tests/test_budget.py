@@ -284,6 +284,48 @@ def test_loads_are_admitted_one_at_a_time_and_the_queue_is_bounded(tmp_path: Pat
         assert served.loader.calls == ["cnt_a", "cnt_b"]
 
 
+def test_a_burst_of_cold_requests_is_held_to_the_bound_too(tmp_path: Path) -> None:
+    """Four cold models asked for at once, before any load's task has run a step: one loads, one
+    waits its turn (max_queued_loads 1) and two get 503 at once."""
+    models = {name: cost() for name in ("cnt_a", "cnt_b", "cnt_c", "cnt_d")}
+    with Served(tmp_path, models, budget=1000 * MiB, max_concurrent_loads=1, max_queued_loads=1) as served:
+        served.loader.gate.clear()
+
+        async def burst() -> list[httpx.Response]:
+            return await asyncio.gather(*(served.post("/count", {"texts": ["a"], "model": m}) for m in models))
+
+        answers = asyncio.run_coroutine_threadsafe(burst(), served.loop)
+        deadline = time.monotonic() + 10
+        while len(served.loader.calls) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        memory = served.hub.readiness()["memory"]
+        assert len(memory["loading"]) == 1 and len(memory["queued"]) == 1, memory
+        served.loader.gate.set()
+        codes = sorted(answer.status_code for answer in answers.result(30))
+        assert codes == [200, 200, 503, 503], codes
+        assert len(served.loader.calls) == 2
+
+
+def test_a_change_from_another_worker_waits_for_room_and_the_follower_lives_on(tmp_path: Path) -> None:
+    """Another worker loaded version v2 of cnt_a; here the budget has no room for it beside v1 yet
+    (everything pinned): the follower keeps going and swaps it in once an unload makes room."""
+    models = {"cnt_pinned": cost(pinned=True), "cnt_a": cost(pinned=True)}
+    with Served(tmp_path, models, budget=250 * MiB, warmup_s=0.5) as served:
+        repository = served.hub.repository
+        assert repository is not None
+        served.loop.call_soon_threadsafe(repository.start)
+        Repository(served.hub, served.loader, served.folder)._record("cnt_a", True, "v2")  # the other worker
+        time.sleep(2.5)  # a few rounds of the follower, each refused: no room in 0.5 s
+        assert served.hub.models["cnt_a"].version == "v1" and "cnt_a" in repository._retrying
+        served.call(repository.unload("cnt_pinned"))
+        deadline = time.monotonic() + 10
+        while (served.hub.models["cnt_a"].version != "v2" or repository._retrying) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served.hub.models["cnt_a"].version == "v2" and not repository._retrying
+        assert repository._follower is not None and not repository._follower.done()
+        served.call(repository.stop())
+
+
 def test_v2_http_and_grpc_load_on_demand_too(four: Served) -> None:
     tensor = {"name": "length", "datatype": "INT64", "shape": [1, 1], "data": [4]}
     answer = four.call(four.post("/v2/models/cnt_a/infer", {"inputs": [tensor]}))

@@ -160,15 +160,19 @@ class MemoryBudget:
         if load is not None:
             load.deadline = max(load.deadline, deadline)
             return load
-        if self.active >= self.max_loads and len(self.queue) >= self.max_queued:
+        # the queue holds every load not running yet, from the moment it is joined (a burst of
+        # loads is counted before their tasks first run); those a free slot will start do not wait
+        waiting = len(self.queue) - max(0, self.max_loads - self.active)
+        if waiting >= self.max_queued:
             queued = ", ".join(sorted(q.runtime.name for q in self.queue))
             raise Unavailable(
-                f"model {runtime.name} is not loaded and {len(self.queue)} loads already wait their turn "
+                f"model {runtime.name} is not loaded and {waiting} loads already wait their turn "
                 f"({queued}; max_queued_loads {self.max_queued}); retry",
                 "model",
                 retry_after=self._load_seconds(runtime) * (len(self.queue) + 1),
             )
         load = self.loads[runtime] = Load(runtime, deadline, loader)
+        self.queue.append(load)
         load.task = asyncio.get_running_loop().create_task(self._run(load), name=f"zooserve-load-{runtime.name}")
         load.task.add_done_callback(_retrieve)
         return load
@@ -189,8 +193,8 @@ class MemoryBudget:
             self._publish()
 
     async def _turn(self, load: Load) -> None:
-        """Wait for this load's turn: first in the queue, and fewer than max_concurrent_loads running."""
-        self.queue.append(load)
+        """Wait for this load's turn (it joined the queue in `_join`): first in the queue, and
+        fewer than max_concurrent_loads running."""
         try:
             while self.queue[0] is not load or self.active >= self.max_loads:
                 load.why = f"it waits for its turn to load ({self.active} loading, {self.queue.index(load)} ahead)"
@@ -333,6 +337,7 @@ class MemoryBudget:
             if load.task is not None:
                 load.task.cancel()
         await asyncio.gather(*(load.task for load in list(self.loads.values()) if load.task), return_exceptions=True)
+        self.queue.clear()  # loads cancelled before their first step never left it
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from services.config import Settings
-from services.errors import BadRequest, NotFound, clip, for_log
+from services.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NotFound,
+    Overloaded,
+    ServeError,
+    Unavailable,
+    clip,
+    for_log,
+)
 from services.runtime.hub import Hub
 from services.runtime.loading import Loader, load_from_store
 from services.runtime.memory import EVICTED, NOT_LOADED, RESIDENT
@@ -58,6 +67,7 @@ class Repository:
         self.pins: dict[str, str] = {}  # versions asked for through the API
         self._lock = asyncio.Lock()  # one change at a time per worker
         self._seen = 0
+        self._retrying: set[str] = set()  # models whose change waits for room in the budget
         self._follower: asyncio.Task[None] | None = None
 
     @property
@@ -233,23 +243,36 @@ class Repository:
             await asyncio.wait([self.hub.initial_load])
         while True:
             state = self._read()
-            if int(state.get("seq", 0)) > self._seen:
-                self._seen = int(state["seq"])
+            seq = int(state.get("seq", 0))
+            if seq > self._seen or self._retrying:
+                self._seen = seq
                 for name, change in (state.get("models") or {}).items():
                     await self._catch_up(name, bool(change.get("loaded")), change.get("version"))
             await asyncio.sleep(FOLLOW_S)
 
     async def _catch_up(self, name: str, loaded: bool, version: str | None) -> None:
+        """Apply one model's recorded state here. One that cannot be yet (no room in the memory
+        budget in time) is tried again next round; any failure is logged, and the follower
+        itself never ends."""
         if name not in list_models():
             return
         serving = self.hub.models.get(name)
-        if not loaded and (serving is not None):
-            await self._apply(name, False, None)
-        elif loaded and (serving is None or (version is not None and serving.version != version)):
-            try:
+        try:
+            if not loaded and (serving is not None):
+                await self._apply(name, False, None)
+            elif loaded and (serving is None or (version is not None and serving.version != version)):
                 await self._apply(name, True, version)
-            except BadRequest as exc:
-                log.error("repository change for %s not applied in this worker: %s", name, for_log(exc.message, 2000))
+        except (Unavailable, Overloaded, DeadlineExceeded) as exc:
+            if name not in self._retrying:
+                log.warning("repository change for %s not applied in this worker yet, retrying: %s", name,
+                            for_log(exc.message, 2000))  # fmt: skip
+            self._retrying.add(name)
+            return
+        except ServeError as exc:
+            log.error("repository change for %s not applied in this worker: %s", name, for_log(exc.message, 2000))
+        except Exception:
+            log.exception("repository change for %s not applied in this worker", name)
+        self._retrying.discard(name)
 
     def start(self) -> None:
         self._follower = asyncio.get_running_loop().create_task(self.follow(), name="zooserve-repository")
@@ -258,4 +281,4 @@ class Repository:
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+                await self._follower  # it never fails (_catch_up logs), so the hub's stop always runs
