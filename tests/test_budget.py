@@ -344,6 +344,18 @@ def test_v2_http_and_grpc_load_on_demand_too(four: Served) -> None:
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
 
 
+def test_an_evicted_model_answers_to_the_version_it_served_and_loads_again(four: Served) -> None:
+    tensor = {"name": "length", "datatype": "INT64", "shape": [1, 1], "data": [4]}
+    assert four.count("cnt_a").status_code == 200
+    assert four.count("cnt_b").status_code == 200 and four.count("cnt_c").status_code == 200
+    assert four.states()["cnt_a"] == "evicted"
+    refused = four.call(four.post("/v2/models/cnt_a/versions/none/infer", {"inputs": [tensor]}))
+    assert refused.status_code == 404 and "has no version 'none'" in refused.json()["error"], refused.text
+    answer = four.call(four.post("/v2/models/cnt_a/versions/v1/infer", {"inputs": [tensor]}))
+    assert answer.status_code == 200 and answer.json()["model_version"] == "v1", answer.text
+    assert four.states()["cnt_a"] == "resident"
+
+
 def test_the_repository_index_says_evicted_or_not_loaded_yet_and_a_load_pins(four: Served) -> None:
     repository = four.hub.repository
     assert four.count("cnt_a").status_code == 200

@@ -137,6 +137,22 @@ def test_device_decoding_is_refused_clearly_where_it_cannot_run(tmp_path: Path) 
     assert processor.decode == "exact"
 
 
+def test_a_model_whose_decoding_cannot_be_set_up_fails_its_load_and_holds_nothing() -> None:
+    """`decode: device` past the start-up check (a repository load on a server without CUDA): the
+    load fails naming what is missing, and the runner it built is let go, not kept unready."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the device path runs")
+    settings = Settings(models=("resnet18",), batching={"resnet18": Batching(decode="device")}, device="cuda")
+    runtime = ModelRuntime("resnet18", ("classify",), settings)
+    plugin = get("resnet18")()
+    processor = ImageProcessor(plugin.config.preset, imagenet_labels())
+    asyncio.run(runtime.load(lambda name, _: Parts(plugin, processor, ZeroRunner(), "v1")))  # type: ignore[arg-type]
+    assert runtime.status.error is not None and "no CUDA device is visible" in runtime.status.error
+    assert runtime.parts is None and runtime.batcher is None and not runtime.status.ready
+
+
 def test_the_device_path_agrees_where_it_runs(lite0: tuple[Logits, ImagePreset]) -> None:
     """The device decoder's code (torchvision decode_jpeg, resize and crop as tensors), run on
     the CPU since no CUDA device is here: the same label as the exact path."""

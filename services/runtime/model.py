@@ -26,7 +26,7 @@ from services.errors import DeadlineExceeded, ItemError, TooLarge, Unavailable, 
 from services.metrics import ModelMetrics, Phases, RequestMetrics
 from services.runtime.batcher import Batcher, Computed
 from services.runtime.decoding import POOL, configure
-from services.runtime.loading import Loader, Parts, release_memory
+from services.runtime.loading import Loader, Parts, release_memory, resolve_artifact
 from services.runtime.memory import PeakSampler, Residency, declared_cost, measured_cost, record
 from zoo import backends
 from zoo.api import BadInput, Processor, Row, Task, collate, split
@@ -57,10 +57,26 @@ class ModelRuntime:
         self.holds = 0  # requests that resolved this runtime and have not finished
         self.memory = Residency(pinned=self.config.pinned, warm=self.config.warm or self.config.pinned)
         self.decode: str | None = None  # images: the decode mode in use (services/runtime/decoding.py)
+        self.known_version: str | None = None  # the version it served last, or would load (budget)
 
     @property
     def version(self) -> str:
         return self.parts.version if self.parts else "none"
+
+    def answers_to(self, version: str) -> bool:
+        """True when `version` names this runtime: the loaded version or the one its entry pins;
+        not loaded (under a memory budget: evicted, or not loaded yet), also the version it
+        served last or, never loaded, the one it would load from the store."""
+        if version == self.config.version or (self.parts is not None and version == self.parts.version):
+            return True
+        if self.parts is not None:
+            return False
+        if self.known_version is None:
+            try:
+                self.known_version = resolve_artifact(self.name, self.settings).version
+            except (LookupError, OSError):  # nothing stored to load: no version to answer to
+                return False
+        return version == self.known_version
 
     @property
     def weights(self) -> str | None:
@@ -118,8 +134,8 @@ class ModelRuntime:
             self.status.error = clip(f"{type(exc).__name__}: {exc}", MAX_ERROR)
             self.memory.failed_at = time.monotonic()
             log.error("model %s failed to load: %s", self.name, for_log(self.status.error, MAX_ERROR))
-            if self.batcher is not None:
-                await self.free()  # a failed warm-up holds no memory
+            if self.parts is not None:
+                await self.free()  # a failed set-up or warm-up holds no memory
             return
         seconds = time.perf_counter() - started
         self.status.load_seconds = round(seconds, 3)
@@ -140,6 +156,7 @@ class ModelRuntime:
     async def attach(self, parts: Parts) -> None:
         """Serve `parts`: metrics, batcher, warm-up, then ready."""
         self.parts = parts
+        self.known_version = parts.version
         if (limit := parts.plugin.batch_limit) is not None and limit < self.config.max_batch_size:
             log.info("model %s takes batches of at most %d (fixed batch axis): served at that size", self.name, limit)
             self.config = dataclasses.replace(self.config, max_batch_size=limit)

@@ -68,7 +68,7 @@ class VersionSet:
         """The runtime of `version`; without one, the router's choice or the default."""
         if version:
             for runtime in self.runtimes:
-                if runtime.version == version or runtime.config.version == version:
+                if runtime.answers_to(version):
                     return runtime
             loaded = ", ".join(r.version for r in self.runtimes) or "none"
             name = self.runtimes[0].name if self.runtimes else "?"

@@ -94,9 +94,7 @@ class V2Model:
         return self.runtime.version
 
     def check_version(self, version: str | None) -> None:
-        # not loaded (under a memory budget: evicted), a version is known by the one it pins
-        served = self.version if self.runtime.parts is not None else self.runtime.config.version
-        if version and version != served:
+        if version and not self.runtime.answers_to(version):
             loaded = self.version if self.runtime.parts else "none yet"
             raise NotFound(f"model '{self.name}' has no version '{clip(version)}'", hint=f"loaded version: {loaded}")
 
