@@ -129,6 +129,11 @@ class Served:
         async with httpx.AsyncClient(transport=transport, base_url="http://zooserve", timeout=60) as client:
             return await client.post(path, json=body, headers=headers or {})
 
+    async def get(self, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://zooserve", timeout=60) as client:
+            return await client.get(path)
+
     def later(self, model: str, text: str = "a") -> Future[httpx.Response]:
         """A /count request sent now, answered later (the caller holds its future)."""
         return asyncio.run_coroutine_threadsafe(self.post("/count", {"texts": [text], "model": model}), self.loop)
@@ -354,6 +359,23 @@ def test_an_evicted_model_answers_to_the_version_it_served_and_loads_again(four:
     answer = four.call(four.post("/v2/models/cnt_a/versions/v1/infer", {"inputs": [tensor]}))
     assert answer.status_code == 200 and answer.json()["model_version"] == "v1", answer.text
     assert four.states()["cnt_a"] == "resident"
+
+
+def test_metadata_and_configuration_load_a_cold_model_as_triton_clients_expect(four: Served) -> None:
+    """image_client.py and perf_analyzer read both before their first inference."""
+    assert four.states()["cnt_a"] == "not loaded yet"
+    answer = four.call(four.get("/v2/models/cnt_a"))
+    assert answer.status_code == 200 and answer.json()["versions"] == ["v1"], answer.text
+    assert four.states()["cnt_a"] == "resident"
+    stub = pb2.Stub(four.channel)
+    config = stub.ModelConfig(pb2.ModelConfigRequest(name="cnt_b"), timeout=30).config
+    assert config.name == "cnt_b" and four.states()["cnt_b"] == "resident"
+    assert four.count("cnt_c").status_code == 200  # a, the least recently used, is evicted
+    assert four.states()["cnt_a"] == "evicted"
+    metadata = stub.ModelMetadata(pb2.ModelMetadataRequest(name="cnt_a"), timeout=30)
+    assert metadata.versions == ["v1"] and four.states()["cnt_a"] == "resident"
+    answer = four.call(four.get("/v2/models/cnt_c/config"))
+    assert answer.status_code == 200 and answer.json()["name"] == "cnt_c", answer.text
 
 
 def test_the_repository_index_says_evicted_or_not_loaded_yet_and_a_load_pins(four: Served) -> None:

@@ -66,7 +66,7 @@ def scraped(server: Server, name: str, model: str) -> float:
 def test_a_model_not_loaded_yet_answers_to_the_version_it_would_load(server: Server, small_store: Path) -> None:
     (folder,) = [p for p in (small_store / "models" / "efficientnet-b0-onnx").iterdir() if p.is_dir()]
     status, body = http_json(f"{server.url}/v2/models/efficientnet_b0/versions/{folder.name}/ready")
-    assert status == 503 and body["ready"] is False and "is not ready" in body["error"], body  # known, not loaded
+    assert status == 503 and body["ready"] is False and "is not ready; not loaded yet" in body["error"], body
     status, body = http_json(f"{server.url}/v2/models/efficientnet_b0/versions/none/ready")
     assert status == 404 and "has no version 'none'" in body["error"], body
     assert states(server)["efficientnet_b0"] == "not loaded yet"  # asking loaded nothing

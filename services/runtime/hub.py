@@ -197,6 +197,12 @@ class Hub:
             return runtime.status.ready
         return runtime.memory.loads > 0 or not runtime.memory.warm  # the others load on demand
 
+    async def loaded(self, runtime: ModelRuntime) -> None:
+        """Under a memory budget, `runtime` loaded on demand within its timeout (503 past it), as
+        an inference would load it; without one, nothing to do."""
+        if self.budget is not None:
+            await self.budget.resident(runtime, None)
+
     async def resident(self, call: Observed, timeout: float | None) -> float | None:
         """Return once the call's runtime can serve (under a memory budget: loaded on demand,
         waiting at most the request's timeout; 503 otherwise); the timeout the request has left."""

@@ -360,7 +360,9 @@ class ModelRuntime:
             raise self.not_ready()
 
     def not_ready(self) -> Unavailable:
-        return Unavailable(f"model {self.name} is not ready", "model", 5, hint=self.status.error or "loading")
+        # under a memory budget the residency says which: not loaded yet, loading or evicted
+        state = self.memory.state if self.settings.memory_budget is not None else "loading"
+        return Unavailable(f"model {self.name} is not ready", "model", 5, hint=self.status.error or state)
 
     def _parts(self) -> Parts:
         if self.parts is None:

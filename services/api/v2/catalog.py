@@ -24,3 +24,11 @@ def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
     model = RawModel(name, runtime) if raw else TensorModel(name, runtime)
     model.check_version(version)
     return model
+
+
+async def described(hub: Hub, name: str, version: str | None = None) -> V2Model:
+    """`resolve`, with the model loaded on demand under a memory budget: Triton's clients read
+    its metadata and configuration before their first inference, so these load it as one would."""
+    model = resolve(hub, name, version)
+    await hub.loaded(model.runtime)
+    return model

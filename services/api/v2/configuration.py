@@ -72,9 +72,10 @@ def version_policy(config: Batching) -> dict[str, Any] | None:
     return None  # content-hash versions: parameters.versions names them
 
 
-def config_of(hub: Hub, name: str, version: str | None = None) -> dict[str, Any]:
-    """The configuration of the v2 model `name` (at `version`); NotFound naming what is served."""
-    model = catalog.resolve(hub, name, version)
+async def config_of(hub: Hub, name: str, version: str | None = None) -> dict[str, Any]:
+    """The configuration of the v2 model `name` (at `version`; loaded on demand under a memory
+    budget); NotFound naming what is served."""
+    model = await catalog.described(hub, name, version)
     versions = hub.sets.get(model.runtime.name)
     loaded = [r.version for r in versions.runtimes] if versions is not None else [model.version]
     return model_config(model, hub.settings, loaded)

@@ -153,7 +153,7 @@ class InferenceServicer:
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelMetadataResponse:
         try:
-            meta = catalog.resolve(self.hub, request.name, request.version).metadata()
+            meta = (await catalog.described(self.hub, request.name, request.version)).metadata()
         except ServeError as exc:
             await _abort(context, exc)
             raise
@@ -170,7 +170,7 @@ class InferenceServicer:
     # -- Triton's model configuration and statistics extensions -----------------------------------------
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> pb2.ModelConfigResponse:
         try:
-            config = configuration.config_of(self.hub, request.name, request.version or None)
+            config = await configuration.config_of(self.hub, request.name, request.version or None)
         except ServeError as exc:
             await _abort(context, exc)
             raise

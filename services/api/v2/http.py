@@ -98,7 +98,7 @@ def create_router(hub: Hub) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}/config", summary="Model configuration of one version")
     async def model_configuration(name: str, version: str | None = None) -> Response:
         try:
-            return JSONResponse(configuration.config_of(hub, name, version))
+            return JSONResponse(await configuration.config_of(hub, name, version))
         except ServeError as exc:
             return error_response(exc)
 
@@ -106,7 +106,7 @@ def create_router(hub: Hub) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of one version")
     async def model_metadata(name: str, version: str | None = None) -> Response:
         try:
-            return JSONResponse(catalog.resolve(hub, name, version).metadata())
+            return JSONResponse((await catalog.described(hub, name, version)).metadata())
         except ServeError as exc:
             return error_response(exc)
 
