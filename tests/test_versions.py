@@ -70,7 +70,11 @@ def test_two_versions_served_at_once_with_a_canary_split(tmp_path: Path) -> None
         entry = http_json(f"{server.url}/readyz")[1]["models"]["gan_generator"]
         assert entry["ready"] and [v["version"] for v in entry["versions"]] == [new, old]  # newest first
 
-        answered = Counter(infer(server.url)[1]["model_version"] for _ in range(200))
+        answered: Counter[str] = Counter()
+        for turn in range(200):  # a probe or a metadata read before each never moves the split
+            probe = "/ready" if turn % 2 else ""
+            assert http_json(f"{server.url}/v2/models/gan_generator{probe}")[0] == 200
+            answered[infer(server.url)[1]["model_version"]] += 1
         assert answered == {old: 150, new: 50}, answered  # the split configured, observed exactly
 
         status, body = infer(server.url, new)

@@ -290,13 +290,14 @@ class Hub:
             self.sets[name] = VersionSet([runtime])
         return old
 
-    def pick(self, name: str, version: str | None = None) -> ModelRuntime:
+    def pick(self, name: str, version: str | None = None, routed: bool = True) -> ModelRuntime:
         """The runtime a request for `name` (and `version`, if it names one) runs on: with a
-        `traffic` config, the canary split chooses among the loaded versions."""
+        `traffic` config, the canary split chooses among the loaded versions when the request
+        will run (`routed`); else the default version."""
         versions = self.sets.get(name)
         if versions is None:
             return self.model(name)  # NotFound, naming the state or what is served
-        return versions.pick(version)
+        return versions.pick(version, routed)
 
     def model(self, name: str, what: str = "model") -> ModelRuntime:
         """The runtime of a served model; NotFound naming what is served otherwise."""

@@ -64,8 +64,9 @@ class VersionSet:
             if r.status.ready or (r.settings.memory_budget is not None and r.status.error is None)
         }
 
-    def pick(self, version: str | None) -> ModelRuntime:
-        """The runtime of `version`; without one, the router's choice or the default."""
+    def pick(self, version: str | None, routed: bool = True) -> ModelRuntime:
+        """The runtime of `version`; without one, the router's choice (for a request that will
+        run: `routed`) or the default (a probe or a metadata read never moves the split)."""
         if version:
             for runtime in self.runtimes:
                 if runtime.answers_to(version):
@@ -73,7 +74,7 @@ class VersionSet:
             loaded = ", ".join(r.version for r in self.runtimes) or "none"
             name = self.runtimes[0].name if self.runtimes else "?"
             raise NotFound(f"model '{name}' has no version '{clip(version)}'", hint=f"loaded versions: {loaded}")
-        if self.router is not None:
+        if routed and self.router is not None:
             ready = self.ready_versions()
             chosen = self.router.pick(set(ready))
             if chosen is not None:

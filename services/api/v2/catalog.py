@@ -11,8 +11,9 @@ from services.errors import NotFound, clip
 from services.runtime.hub import Hub
 
 
-def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
-    """The v2 model `name` (`<zoo name>` or `<zoo name>_raw`), checking the version if given."""
+def resolve(hub: Hub, name: str, version: str | None = None, routed: bool = False) -> V2Model:
+    """The v2 model `name` (`<zoo name>` or `<zoo name>_raw`), checking the version if given;
+    `routed` for an inference (the canary split's choice), else the default version."""
     raw = name.endswith(RAW_SUFFIX)
     base = name[: -len(RAW_SUFFIX)] if raw else name
     if base not in hub.models:
@@ -20,7 +21,7 @@ def resolve(hub: Hub, name: str, version: str | None = None) -> V2Model:
         served = sorted(hub.models)
         known = ", ".join(served + [n + RAW_SUFFIX for n in served]) or "none"
         raise NotFound(f"unknown model '{clip(name)}'", hint=f"served here: {known}")
-    runtime = hub.pick(base, version)  # the named version, or the canary split's choice
+    runtime = hub.pick(base, version, routed)
     model = RawModel(name, runtime) if raw else TensorModel(name, runtime)
     model.check_version(version)
     return model

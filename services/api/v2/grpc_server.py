@@ -209,7 +209,7 @@ class InferenceServicer:
     async def ModelInfer(self, request: pb2.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
         try:
             with self.hub.observe(PROTOCOL, _metadata(context) if tracing.ON else None) as call:
-                model = catalog.resolve(self.hub, request.model_name, request.model_version)
+                model = catalog.resolve(self.hub, request.model_name, request.model_version, routed=True)
                 call.runtime = model.runtime
                 self.hub.refuse_if_full(call, [model.runtime], request.model_name)  # before decoding
                 try:

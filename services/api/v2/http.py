@@ -128,7 +128,7 @@ def create_router(hub: Hub) -> APIRouter:
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         try:
             with hub.observe(PROTOCOL, request.headers) as call:
-                model = catalog.resolve(hub, name, version)
+                model = catalog.resolve(hub, name, version, routed=True)
                 call.runtime = model.runtime
                 hub.refuse_if_full(call, [model.runtime], name)  # overload: refused before the body is read
                 limit = hub.settings.limits.max_v2_body_bytes
