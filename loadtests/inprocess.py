@@ -1,6 +1,6 @@
 """The limit of this machine: what a model does in-process, with no server in the way.
 
-Uses the server's own code path and settings: `services.runtime.model.load_from_store` (so
+Uses the server's own code path and settings: `services.runtime.loading.load_from_store` (so
 `OrtRunner` with the same intra-op threads and no spinning), the plugin's processor,
 `collate`/`split`, and the task table's JSON encoding of each result.  For each model and fixed payload it measures
 

@@ -119,7 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         runs_on = ", ".join(backends.get(backend).devices)
         raise ConfigError(f"ZOOSERVE_BACKEND={backend} needs ZOOSERVE_DEVICE={runs_on}, not {device}")
     precision = env.get("ZOOSERVE_PRECISION") or data.get("precision") or _deprecated_fp16(env, data)
-    batching = entries(manifest, models, list_models(), precision)
+    batching = entries(manifest, models, list_models(), precision, forced=bool(env.get("ZOOSERVE_PRECISION")))
     for name, knobs in batching.items():
         _check_precision(f"{manifest.where}: models.{name}", knobs.precision, knobs.backend or backend, device)
         if knobs.decode == DEVICE and device != "cuda":

@@ -204,7 +204,9 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def entries(manifest: Manifest, served: Sequence[str], known: Sequence[str], precision: str) -> dict[str, Batching]:
+def entries(
+    manifest: Manifest, served: Sequence[str], known: Sequence[str], precision: str, forced: bool = False
+) -> dict[str, Batching]:
     """Each served model's entry: `defaults`, then its own keys; every declared name checked."""
     for name, values in manifest.models.items():
         if name not in known:
@@ -215,7 +217,9 @@ def entries(manifest: Manifest, served: Sequence[str], known: Sequence[str], pre
     for key in PER_MODEL_ONLY:
         if key in defaults:
             raise manifest.error(f"defaults.{key}", "set it per model, under models.NAME")
-    base = {"precision": precision, **defaults}
+    # `forced` (ZOOSERVE_PRECISION set): the variable wins over defaults.precision, as every
+    # variable wins over the manifest's key of its setting; a model's own precision wins over both
+    base = {**defaults, "precision": precision} if forced else {"precision": precision, **defaults}
     where = f"{manifest.where}: models"
     found = {name: build(Batching, {**base, **(manifest.models.get(name) or {})}, f"{where}.{name}") for name in served}
     _check_defaults(manifest, found)

@@ -70,7 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- manifest keys
     Setting("models", "the served models (ZOOSERVE_MODELS, when set, chooses instead), each an entry of the "
             "`models.NAME.*` keys", "mapping", "{}"),
-    Setting("defaults", "every model's entry before its own keys (not `weights` or `default`)", "mapping", "{}"),
+    Setting("defaults", "every model's entry before its own keys (not `weights`, `default` or "
+            "`resident_bytes`); ZOOSERVE_PRECISION wins over its `precision`", "mapping", "{}"),
     Setting("limits", "request limits: the `limits.*` keys", "mapping", "{}"),
     Setting("warmup_s", "the bound on each model's warm-up", "seconds", "60"),
     Setting("models.NAME.weights", "the source of its weights: random-init[:seed=N], plugin, torchvision:MEMBER, "

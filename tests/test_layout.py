@@ -23,13 +23,6 @@ from tests.helpers import BIN, ROOT
 
 PACKAGES = ("services", "zoo", "exporters", "loadtests")
 
-# Imports inside functions that stay there, each with its reason (module -> (file, reason)).
-LAZY_PROJECT_IMPORTS = {
-    ("services/bento/service.py", "services.api.v2.grpc_server"): (
-        "its protobuf messages clash with tritonclient's in one process: tests import the service "
-        "module beside tritonclient, so only a started worker imports the gRPC server"
-    ),
-}
 # Third-party imports inside serving functions: optional, or costly for those who never use them.
 LAZY_SERVING_IMPORTS = {
     "services/tracing.py": ("opentelemetry",),  # only with tracing on (OTEL_EXPORTER_OTLP_ENDPOINT)
@@ -108,7 +101,7 @@ def test_no_project_import_hides_inside_a_function() -> None:
     for path in _python_files("services", "zoo", "exporters"):
         rel = str(path.relative_to(ROOT))
         for line, module in _imports_in_functions(path):
-            if module.split(".")[0] in PACKAGES and (rel, module) not in LAZY_PROJECT_IMPORTS:
+            if module.split(".")[0] in PACKAGES:
                 hidden.append(f"{rel}:{line}: {module}")
     assert hidden == [], "move these imports to the top of their module:\n" + "\n".join(hidden)
 

@@ -173,6 +173,17 @@ BAD = [
 ]  # fmt: skip
 
 
+def test_a_variable_wins_over_defaults_and_a_models_own_key_over_both(tmp_path: Path) -> None:
+    path = tmp_path / "zooserve.yaml"
+    models = {"gan_generator": {}, "lstm_sentiment": {"precision": "int8"}}
+    path.write_text(yaml.safe_dump({"defaults": {"precision": "int8"}, "models": models}))
+    env = {"ZOOSERVE_CONFIG": str(path)}
+    precisions = {name: knobs.precision for name, knobs in load_settings(env).batching.items()}
+    assert precisions == {"gan_generator": "int8", "lstm_sentiment": "int8"}
+    precisions = {n: k.precision for n, k in load_settings({**env, "ZOOSERVE_PRECISION": "fp32"}).batching.items()}
+    assert precisions == {"gan_generator": "fp32", "lstm_sentiment": "int8"}
+
+
 @pytest.mark.parametrize(("manifest", "message"), BAD)
 def test_a_bad_manifest_is_refused_naming_file_key_and_choices(
     tmp_path: Path, manifest: dict[str, Any], message: str

@@ -2,7 +2,7 @@
 
 Three layers never mix: wire codecs (services) turn requests into domain items; a plugin's
 `Processor` turns items into named arrays and arrays back into typed results (zoo.results);
-runners (zoo.runners) run named arrays.  Nothing in this module imports torch, so serving can
+runners (zoo/backends/, one file per backend) run named arrays.  Nothing in this module imports torch, so serving can
 load every plugin without it.
 """
 

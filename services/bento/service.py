@@ -34,6 +34,7 @@ from services import tracing
 from services.api import openapi
 from services.api.http_app import create_app, task_paths
 from services.api.v2.grpc_port import port_in_use
+from services.api.v2.grpc_server import GrpcServer, PortHeld
 from services.auth import HttpGuard, TokenStore, secure_openapi
 from services.bento import arbiter
 from services.bento.apis import task_apis
@@ -144,11 +145,6 @@ class ZooServe:
         if repository is not None:
             hub.repository = repository
             repository.start()
-        from services.api.v2.grpc_server import (  # here: its protobuf modules clash with tritonclient's
-            GrpcServer,
-            PortHeld,
-        )
-
         self.grpc = GrpcServer(hub, auth, admin)
         try:
             await self.grpc.start(settings)  # same event loop as HTTP, so both feed the same batchers

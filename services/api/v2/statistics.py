@@ -17,7 +17,8 @@ The figures are the Prometheus series' own, counted in the same calls (services/
   rows where Triton counts requests; their averages per row are what a request of one row spends.
 - `batch_stats`: per batch size, the batches run and their compute time.
 - `cache_hit` / `cache_miss` stay 0 (no response cache); `response_stats` is empty (no decoupled
-  models) and `memory_usage` too (zooserve does not measure a model's memory).
+  models) and `memory_usage` too: zooserve measures a model's memory per worker, as its RSS
+  growth (`/readyz`, zooserve_model_resident_bytes), not as Triton's per-device allocations.
 
 `<name>`, `<name>_raw` and the task endpoints feed one batcher, so their figures are the same
 model's: `<name>_raw`'s statistics are `<name>`'s under the name asked for, and the list of every
