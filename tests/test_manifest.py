@@ -28,7 +28,9 @@ import yaml
 from services.config import ConfigError, load_settings
 from tests.caches import hf_cache_entry, offline_env, own_gan_weights, tiny_bert_checkpoint
 from tests.helpers import BIN, ROOT, Server, free_port, http_json, listeners
+from zoo import api as zoo_api
 from zoo import artifact as store
+from zoo import provenance
 
 
 def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -171,6 +173,20 @@ BAD = [
      "models.lstm_sentiment.default: bert is /sentiment's default already"),
     ({"defaults": {"weights": "random-init"}}, "defaults.weights: set it per model"),
 ]  # fmt: skip
+
+
+def test_a_weights_file_is_hashed_once_while_it_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Selecting the version that holds `file:` weights compares the file's sha256 with each stored
+    version's: hashed once, not once per version and per load, and again when the file changes."""
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"first")
+    hashed: list[Path] = []
+    monkeypatch.setattr(provenance, "hash_path", lambda path: hashed.append(path) or zoo_api.hash_path(path))
+    declared = provenance.parse(f"file:{weights}")
+    stored = {"weights": "sha256:" + zoo_api.hash_path(weights)}
+    assert all(declared.matches(stored) for _ in range(5)) and len(hashed) == 1
+    weights.write_bytes(b"second, longer")
+    assert not declared.matches(stored) and len(hashed) == 2
 
 
 def test_a_variable_wins_over_defaults_and_a_models_own_key_over_both(tmp_path: Path) -> None:

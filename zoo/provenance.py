@@ -16,6 +16,7 @@ Export records the canonical reference (`weights_ref`) and the declaration it wa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,22 @@ class Declared:
             return "@" not in self.text and ref.startswith(self.text + "@")  # hf: any revision of the name
         if self.kind == "file":
             assert self.path is not None
-            return self.path.exists() and metadata.get("weights") == "sha256:" + hash_path(self.path)
+            return self.path.exists() and metadata.get("weights") == "sha256:" + file_digest(self.path)
         source = str((metadata.get("config") or {}).get("source", ""))  # imported: "<file name> sha256:<hex>"
         return metadata.get("imported") is not None and source.split(" ")[0] == Path(self.text).name
+
+
+def file_digest(path: Path) -> str:
+    """`hash_path(path)`, computed once while the file (or every file of a folder) keeps its size
+    and modification time: selecting a version compares it with each stored version's, and a
+    server resolves its models on every load."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return _digest(path, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, signature: tuple[tuple[str, int, int], ...]) -> str:
+    return hash_path(path)
 
 
 def parse(text: str, base: Path | None = None) -> Declared:
