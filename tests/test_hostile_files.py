@@ -268,3 +268,77 @@ def test_a_torch_zip_entry_past_the_model_is_refused(tmp_path: Path) -> None:
         read_state_dict(path, claimed)
     with pytest.raises(WeightsMismatch, match=r"inflates \d+:1"):
         read_state_dict(path)  # no size claimed: the ratio alone refuses it
+
+
+# -- one stored byte read many times --------------------------------------------------------------------
+def hard_links(h5: h5py.File, bias: str) -> None:
+    for copy in range(50):
+        h5[f"{bias}{copy + 2}"] = h5[bias]  # 50 more names for the same bytes: each read once per name
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_an_object_reached_by_several_hard_links_is_refused(saved: Path, suffix: str) -> None:
+    path = altered(saved, suffix, hard_links, "links")
+    with pytest.raises(WeightsMismatch, match="is reached by 51 hard links; Keras writes each object once"):
+        read_keras(path, LIMIT)
+
+
+def test_a_name_listed_twice_is_refused(saved: Path) -> None:
+    def twice(h5: h5py.File, bias: str) -> None:
+        group = h5["model_weights/dense_3"]
+        names = list(group.attrs["weight_names"])
+        group.attrs["weight_names"] = names + names[-1:] * 200  # the bias read 201 times
+
+    with pytest.raises(WeightsMismatch, match=r"'dense_3''s weight_names names .*bias.* more than once"):
+        read_keras(altered(saved, ".h5", twice, "twice"), LIMIT)
+
+
+def test_name_lists_pointing_many_times_at_one_large_string_read_within_bounded_memory(
+    saved: Path, tmp_path: Path
+) -> None:
+    """layer_names as variable-length strings (as Keras writes them) whose 2,000 elements all point
+    at the same 1 MiB heap object: 2 GB when read. They are read in a child process of capped memory."""
+    path = tmp_path / "heap.h5"
+    shutil.copy(saved / "generator.h5", path)
+    marks = [b"%07d" % i for i in range(2000)]  # distinct 7-byte strings, each a heap object of its own
+    with h5py.File(path, "a") as h5:
+        h5["model_weights"].attrs.create("layer_names", [b"A" * (1 << 20), *marks[1:]], dtype=h5py.string_dtype())
+    raw = bytearray(path.read_bytes())
+    # the attribute's elements: (u32 length, u64 heap address, u32 index); the first one copied over the rest
+    first = raw.find((1 << 20).to_bytes(4, "little") + b"")
+    while int.from_bytes(raw[first + 16 : first + 20], "little") != 7:
+        first = raw.find((1 << 20).to_bytes(4, "little"), first + 1)
+    for k in range(1, len(marks)):
+        raw[first + 16 * k : first + 16 * k + 16] = raw[first : first + 16]
+    path.write_bytes(bytes(raw))
+    assert path.stat().st_size < LIMIT
+    with pytest.raises(WeightsMismatch, match="its config and name lists do not read within"):
+        read_keras(path, LIMIT)
+
+
+def test_a_torch_zip_that_zipfile_gives_up_on_is_refused_not_skipped(tmp_path: Path) -> None:
+    """A truncated second end record after the real one: Python's zipfile gives up (so a check that
+    asks it "is this a zip?" skips the file) while torch's reader skips it and inflates the bomb."""
+    import torch
+
+    path = tmp_path / "bomb.pt"
+    torch.save({"w": torch.zeros(4)}, path)
+    data, crc = zeros_deflated(1 << 30)
+    with zipfile.ZipFile(path) as source:
+        entries = [(i.filename, source.read(i), i.CRC, i.file_size, zipfile.ZIP_STORED) for i in source.infolist()]
+    handmade_zip(path, [*entries, ("bomb/data/99", data, crc, 1 << 30, zipfile.ZIP_DEFLATED)])
+    path.write_bytes(path.read_bytes() + b"PK\x05\x06" + bytes(6))
+    assert not zipfile.is_zipfile(path)
+    with pytest.raises(WeightsMismatch, match="does not end with a zip's end record"):
+        read_state_dict(path, limit_for(16))
+
+
+def test_an_archive_listing_more_entries_than_a_weights_file_has_is_refused_before_it_is_parsed(
+    tmp_path: Path,
+) -> None:
+    """50,000 empty entries with long names: a 17 MB central directory that zipfile would hold as
+    50,000 objects. Refused from the end record's declared directory size."""
+    path = tmp_path / "many.keras"
+    handmade_zip(path, [(f"{i:0300d}", b"", 0, 0, zipfile.ZIP_STORED) for i in range(50_000)])
+    with pytest.raises(WeightsMismatch, match=r"lists 50000 entries in \d+ bytes; a weights file has a few"):
+        read_keras(path, LIMIT)

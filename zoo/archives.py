@@ -5,10 +5,17 @@ inflated: an entry larger than the model it claims to be (with room for an optim
 and float64 weights) is refused at once, and so is a compression ratio no weights file has
 (1 MB of deflated zeros inflates to 1 GiB).  A declared size can lie, so a member is read
 with a limit and refused past it.  A whole archive is refused on the same terms.
+
+Before Python's zipfile parses the central directory (its whole listing, held in memory), the
+end record is read here: it must end the file exactly (readers that search for it differently,
+as torch's does, then find the same one), and the directory it declares must be of a size a
+weights file has.  A file that starts as a zip is one, for torch, whatever follows: it is
+opened as one or refused.
 """
 
 from __future__ import annotations
 
+import struct
 import zipfile
 from pathlib import Path
 
@@ -22,6 +29,14 @@ SLACK = 16 << 20  # headers, configs, HDF5 metadata and small models' padding
 MAX_RATIO = 20
 RATIO_FLOOR = 1 << 20  # entries under this may be mostly zero headers; they are small anyway
 MAX_ENTRIES = 100_000
+MAX_DIRECTORY = 16 << 20  # central directory bytes: about 46 + the name per entry
+ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how torch tells its zip format from its legacy one
+END = struct.Struct("<4sHHHHIIH")  # end of central directory record
+END_SIGNATURE = b"PK\x05\x06"
+LOCATOR = struct.Struct("<4sIQI")  # zip64 end of central directory locator, just before END
+LOCATOR_SIGNATURE = b"PK\x06\x07"
+END64 = struct.Struct("<4sQHHIIQQQQ")  # zip64 end of central directory record
+END64_SIGNATURE = b"PK\x06\x06"
 
 
 def limit_for(parameter_bytes: int) -> int:
@@ -75,12 +90,56 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int, source: Path) -
     return data
 
 
-def check_zip_file(path: Path, limit: int) -> None:
-    """`check_archive` for a file that may be a zip (torch's format is); other files pass."""
-    if not zipfile.is_zipfile(path):
-        return
+def _directory(path: Path) -> tuple[int, int]:
+    """(entries, central directory bytes) as the end record that ends the file declares (its
+    zip64 record where there is one, as zipfile and torch read it)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - END.size - LOCATOR.size))
+        tail = fh.read(END.size + LOCATOR.size)
+        end = tail[-END.size :]
+        if len(end) < END.size or end[:4] != END_SIGNATURE:
+            raise WeightsMismatch(f"{path}: the file does not end with a zip's end record (data after it or a comment)")
+        _, disk, start_disk, _, entries, directory, _, comment = END.unpack(end)
+        if disk or start_disk or comment:
+            raise WeightsMismatch(f"{path}: a zip spanning several disks, or with a comment: no weights file is one")
+        locator = tail[: -END.size]
+        if len(locator) == LOCATOR.size and locator[:4] == LOCATOR_SIGNATURE:
+            _, _, at, disks = LOCATOR.unpack(locator)
+            fh.seek(at)
+            record = fh.read(END64.size)
+            if disks > 1 or len(record) < END64.size or record[:4] != END64_SIGNATURE:
+                raise WeightsMismatch(f"{path}: a zip64 archive whose end record is missing or spans several disks")
+            entries, directory = END64.unpack(record)[7:9]
+    return entries, directory
+
+
+def open_archive(path: Path, limit: int) -> zipfile.ZipFile:
+    """`path` opened as a zip once its end record, its listing's size and every entry's declared
+    sizes fit a weights file of at most `limit` bytes; WeightsMismatch naming the problem."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            check_archive(archive, limit, path)
-    except zipfile.BadZipFile as exc:
+        entries, directory = _directory(path)
+        if entries > MAX_ENTRIES or directory > MAX_DIRECTORY:
+            raise WeightsMismatch(
+                f"{path}: the archive lists {entries} entries in {directory} bytes; a weights file has a few"
+            )
+        archive = zipfile.ZipFile(path)
+    except WeightsMismatch:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
         raise WeightsMismatch(f"{path}: not a readable zip archive ({exc})") from None
+    try:
+        check_archive(archive, limit, path)
+    except BaseException:
+        archive.close()
+        raise
+    return archive
+
+
+def check_zip_file(path: Path, limit: int) -> None:
+    """`check_archive` for a file that starts as a zip (torch's format does, and torch reads such
+    a file as a zip whatever follows); other files pass."""
+    with path.open("rb") as fh:
+        if fh.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    open_archive(path, limit).close()

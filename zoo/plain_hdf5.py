@@ -5,9 +5,12 @@ dataset's: a Keras file could copy any local file into an exported artifact), vi
 datasets (views of other files), external links (an object of another file); soft links
 resolve at read time, and filters run code HDF5 may load as a plugin by its id.  Keras writes
 none of these.  A chunked dataset never written reads as its fill value, so a few bytes of
-file can declare gigabytes.  `check_plain` walks every link (with getlink=True:
+file can declare gigabytes, and an object reached by several hard links is read once per
+link; Keras writes each object once.  `check_plain` walks every link (with getlink=True:
 `visititems` follows hard links only) and refuses anything else, naming the object and the
-feature, before any data is read.
+feature, before any data is read.  (Attributes of variable-length strings can point many
+elements at one large heap object too: zoo/keras_weights.py reads the ones it needs in a
+process of bounded memory.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 # h5py.h5d's layout constants (h5py is imported only where a file is read: serving never does)
 CONTIGUOUS, CHUNKED, COMPACT, VIRTUAL = 1, 2, 0, 3
 LAYOUTS = {CONTIGUOUS: "contiguous", CHUNKED: "chunked", COMPACT: "compact", VIRTUAL: "virtual"}
+INSIDE = "only data stored inside the file is read"
 NUMERIC_KINDS = "fiub"  # float, signed and unsigned integers, bool: what weights are
 
 
@@ -29,8 +33,8 @@ def _shown(path: str) -> str:
     return repr(path if len(path) <= 200 else path[:200] + "...")
 
 
-def _refuse(source: object, path: str, feature: str) -> WeightsMismatch:
-    return WeightsMismatch(f"{source}: {_shown(path)} {feature}; only data stored inside the file is read")
+def _refuse(source: object, path: str, feature: str, rule: str = INSIDE) -> WeightsMismatch:
+    return WeightsMismatch(f"{source}: {_shown(path)} {feature}; {rule}")
 
 
 def _dataset_problem(dataset: h5py.Dataset) -> str | None:
@@ -56,13 +60,12 @@ def _dataset_problem(dataset: h5py.Dataset) -> str | None:
 
 
 def check_plain(h5: h5py.File, source: object, max_bytes: int) -> None:
-    """Refuse `h5` (naming the object and the feature) unless every link in it is a hard link to
-    a group or to a plain dataset, and its datasets hold at most `max_bytes` in all."""
+    """Refuse `h5` (naming the object and the feature) unless every link in it is the one hard
+    link to a group or to a plain dataset, and its datasets hold at most `max_bytes` in all."""
     import h5py
 
     assert (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT, h5py.h5d.VIRTUAL) == tuple(LAYOUTS)
     total = 0
-    seen: set[int] = set()
     stack: list[tuple[h5py.Group, str]] = [(h5, "")]
     while stack:
         group, prefix = stack.pop()
@@ -76,9 +79,9 @@ def check_plain(h5: h5py.File, source: object, max_bytes: int) -> None:
             if not isinstance(link, h5py.HardLink):
                 raise _refuse(source, path, f"is an HDF5 link of another kind ({type(link).__name__})")
             item = group[name]
-            if hash(item.id) in seen:
-                continue  # a second hard link to an object already checked
-            seen.add(hash(item.id))
+            links = h5py.h5o.get_info(item.id).rc
+            if links > 1:
+                raise _refuse(source, path, f"is reached by {links} hard links", "Keras writes each object once")
             if isinstance(item, h5py.Group):
                 stack.append((item, path))
             elif isinstance(item, h5py.Dataset):
