@@ -55,6 +55,22 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
     return b"".join(chunks)
 
 
+async def discard_body(request: Request, limit: int, timeout_s: float | None = None) -> None:
+    """Read and drop the body of a request refused before its body was read (429): a client
+    still sending it would meet a closed connection, not the answer and its Retry-After.
+    Bounded as `read_body` is; past a bound the connection closes as before."""
+    declared = request.headers.get("content-length")
+    if declared and as_digits(declared) > limit:
+        return
+    size = 0
+    with contextlib.suppress(ClientDisconnect, TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return
+
+
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """`work`, cancelled if the HTTP client disconnects first: its rows still waiting in the
     batcher are then dropped, not computed for nobody (counted as `cancelled`)."""

@@ -22,7 +22,16 @@ from services.api import codecs
 from services.api.tasks import TASKS, Answerer, TaskCodec
 from services.api.v2.http import create_router
 from services.api.v2.repository import create_router as repository_router
-from services.errors import BAD_INPUT, NOT_FOUND, ItemError, ServeError, TooLarge, for_log, retry_after_header
+from services.errors import (
+    BAD_INPUT,
+    NOT_FOUND,
+    ItemError,
+    Overloaded,
+    ServeError,
+    TooLarge,
+    for_log,
+    retry_after_header,
+)
 from services.runtime.hub import Hub, Observed
 
 log = logging.getLogger("zooserve")
@@ -33,7 +42,11 @@ PROTOCOL = "http"
 async def run_task(hub: Hub, codec: TaskCodec, request: Request) -> Any:
     """One task request: body -> model -> items -> batcher -> results -> answer, counted once."""
     with hub.observe(PROTOCOL, request.headers) as call:
-        _refuse_if_full(hub, codec, call)  # overload: no body is read, nothing is decoded
+        try:
+            _refuse_if_full(hub, codec, call)  # overload: nothing is decoded, the body is dropped
+        except Overloaded:
+            await codecs.discard_body(request, hub.settings.limits.max_body_bytes, hub.settings.limits.body_timeout_s)
+            raise
         with tracing.stage("read"):
             data, multipart = await codecs.decode_request(request, hub.settings.limits)
 

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
 from services import tracing
-from services.api.codecs import as_digits, inflate, load_json, read_body, unless_disconnected
+from services.api.codecs import as_digits, discard_body, inflate, load_json, read_body, unless_disconnected
 from services.api.tensors import (
     InferRequest,
     InferResponse,
@@ -46,7 +46,7 @@ from services.api.tensors import (
 )
 from services.api.v2 import catalog, configuration, models, statistics
 from services.auth import is_trusted
-from services.errors import BadRequest, NotFound, ServeError, clip, retry_after_header
+from services.errors import BadRequest, NotFound, Overloaded, ServeError, clip, retry_after_header
 from services.runtime.hub import Hub
 
 PROTOCOL = "http"
@@ -130,8 +130,12 @@ def create_router(hub: Hub) -> APIRouter:
             with hub.observe(PROTOCOL, request.headers) as call:
                 model = catalog.resolve(hub, name, version, routed=True)
                 call.runtime = model.runtime
-                hub.refuse_if_full(call, [model.runtime], name)  # overload: refused before the body is read
                 limit = hub.settings.limits.max_v2_body_bytes
+                try:
+                    hub.refuse_if_full(call, [model.runtime], name)  # overload: nothing is decoded
+                except Overloaded:
+                    await discard_body(request, limit, hub.settings.limits.body_timeout_s)  # the 429 then reaches it
+                    raise
                 body = await read_body(request, limit, hub.settings.limits.body_timeout_s)
                 encoding = request.headers.get("content-encoding", "").strip().lower()
                 header_length = request.headers.get(HEADER_LENGTH)
