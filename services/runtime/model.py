@@ -71,7 +71,7 @@ class ModelRuntime:
             return True
         if self.parts is not None:
             return False
-        if self.known_version is None:
+        if self.known_version is None and self.settings.memory_budget is not None:
             try:
                 self.known_version = resolve_artifact(self.name, self.settings).version
             except (LookupError, OSError):  # nothing stored to load: no version to answer to
