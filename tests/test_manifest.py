@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from services.config import ConfigError, load_settings
-from tests.caches import hf_cache_entry, offline_env, own_gan_weights, tiny_bert_checkpoint
+from tests.caches import hf_cache_entry, offline_env, own_gan_weights, tiny_bert_checkpoint, tiny_generator_onnx
 from tests.helpers import BIN, ROOT, Server, free_port, http_json, listeners
 from zoo import api as zoo_api
 from zoo import artifact as store
@@ -41,28 +41,6 @@ def zoo_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 def latest(home: Path, name: str) -> str:
     return (home / "models" / name / "latest").read_text().strip()
-
-
-def tiny_generator_onnx(path: Path) -> Path:
-    """An ONNX generator from elsewhere: 8 latent numbers to a 4x4 image."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-
-    class Generator(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(8, 16)
-
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            return torch.tanh(self.fc(z)).view(-1, 1, 4, 4)
-
-    torch.onnx.export(
-        Generator(), (torch.randn(2, 8),), str(path), input_names=["z"], output_names=["picture"],
-        dynamic_axes={"z": {0: "batch"}, "picture": {0: "batch"}}, opset_version=18, dynamo=False,
-    )  # fmt: skip
-    return path
 
 
 # -- as declared, through `make serve` ---------------------------------------------------------------------
